@@ -1,0 +1,1 @@
+"""Inference backends. One plugin per module; each registers itself in BACKENDS."""

@@ -1,0 +1,141 @@
+"""The ``edgewatch`` command: run | validate | schema | models verify."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+from runtime import __version__
+from runtime.config.loader import iter_problems, load_config
+from runtime.config.schema import json_schema
+from runtime.errors import EdgewatchError
+
+logger = logging.getLogger("edgewatch")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    handler: int = args.handler(args)
+    return handler
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgewatch", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"edgewatch {__version__}")
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run every pipeline of a device config")
+    run.add_argument("config", type=Path)
+    run.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    run.add_argument("--log-level", default=None, help="overrides the config's logging.level")
+    run.set_defaults(handler=_cmd_run)
+
+    validate = sub.add_parser("validate", help="check device configs; exit 1 if any is invalid")
+    validate.add_argument("configs", type=Path, nargs="+")
+    validate.set_defaults(handler=_cmd_validate)
+
+    schema = sub.add_parser("schema", help="print the device config JSON Schema")
+    schema.add_argument("--output", type=Path, default=None)
+    schema.set_defaults(handler=_cmd_schema)
+
+    models = sub.add_parser("models", help="model bundle commands")
+    models_sub = models.add_subparsers(required=True, metavar="ACTION")
+    verify = models_sub.add_parser("verify", help="check a bundle's sha256 and tensors, then load it")
+    verify.add_argument("bundle", type=Path)
+    verify.set_defaults(handler=_cmd_models_verify)
+    return parser
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    bad = 0
+    for path in args.configs:
+        problems = list(iter_problems(path))
+        if problems:
+            bad += 1
+            print(f"{path}: invalid ({len(problems)} error(s))")
+            for problem in problems:
+                print(f"  {problem}")
+        else:
+            print(f"{path}: ok")
+    return 1 if bad else 0
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    text = json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        args.output.write_text(text, encoding="utf-8")
+    return 0
+
+
+def _cmd_models_verify(args: argparse.Namespace) -> int:
+    from runtime.backends.onnxruntime import OrtBackendConfig
+    from runtime.model import LoadedModel
+
+    _setup_logging("WARNING")
+    try:
+        model = LoadedModel.load(args.bundle, OrtBackendConfig())
+    except EdgewatchError as exc:
+        print(f"edgewatch: {exc}", file=sys.stderr)
+        return 1
+    m = model.manifest
+    print(f"{m.name} {m.version} ok: sha256 {m.sha256}, inputs "
+          f"{[(i.name, i.shape, i.dtype) for i in m.inputs]}, outputs "
+          f"{[(o.name, o.shape, o.dtype) for o in m.outputs]}, providers {model.backend.active_providers}")
+    model.close()
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from runtime.app import App
+
+    try:
+        loaded = load_config(args.config)
+    except EdgewatchError as exc:
+        print(f"edgewatch: cannot start: {exc}", file=sys.stderr)
+        return 1
+    _setup_logging(args.log_level or loaded.config.logging.level)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        logger.info("received %s, stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        app = App.from_config(loaded)
+    except EdgewatchError as exc:
+        print(f"edgewatch: cannot start: {exc}", file=sys.stderr)
+        return 1
+    try:
+        app.start()
+    except EdgewatchError as exc:
+        app.stop()
+        print(f"edgewatch: cannot start: {exc}", file=sys.stderr)
+        return 1
+    try:
+        app.run_until(stop, args.duration)
+    finally:
+        app.stop()
+    return 0
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""The device config: pydantic models. Plugin sections are unions over the plugin registries."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, StringConstraints, create_model
+
+from runtime.config.base import NAME_PATTERN, ConfigPath, StrictModel, config_union
+from runtime.mqtt_link import MqttSettings
+from runtime.registry import import_submodules
+
+Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+
+
+class DeviceSection(StrictModel):
+    id: Name = Field(description="unique device id; one MQTT topic level")
+    description: str = ""
+
+
+class ModelRefBase(StrictModel):
+    bundle: ConfigPath = Field(description="bundle directory holding manifest.json and the model")
+    backend: Any = None
+
+
+class PipelineConfigBase(StrictModel):
+    name: Name
+    enabled: bool = True
+    source: Any
+    model: str = Field(description="a key of the top-level `models` mapping")
+    postprocess: Any = Field(None, description="overrides the manifest's postprocess section")
+    rules: dict[Name, Any] = Field(min_length=1, description="rule name → rule")
+
+
+class LoggingSection(StrictModel):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class DeviceConfigBase(StrictModel):
+    schema_version: Literal[1] = 1
+    device: DeviceSection
+    mqtt: MqttSettings | None = None
+    models: dict[Name, ModelRefBase] = Field(min_length=1)
+    pipelines: list[PipelineConfigBase] = Field(min_length=1)
+    sinks: list[Any] = Field(default_factory=lambda: [{"type": "console"}], validate_default=True)
+    status_interval_s: float = Field(30.0, gt=0, description="period of the retained status")
+    logging: LoggingSection = Field(default_factory=LoggingSection)
+
+
+def cross_reference_problems(config: DeviceConfigBase) -> list[tuple[tuple[str | int, ...], str]]:
+    """Problems between sections (a pipeline naming an undefined model...), each with its path."""
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    seen: set[str] = set()
+    for i, p in enumerate(config.pipelines):
+        if p.name in seen:
+            problems.append((("pipelines", i, "name"), f"pipeline name {p.name!r} is used twice"))
+        seen.add(p.name)
+        if p.model not in config.models:
+            defined = ", ".join(sorted(config.models)) or "none"
+            problems.append(
+                (
+                    ("pipelines", i, "model"),
+                    f"pipeline {p.name!r} uses model {p.model!r}, which is not under `models` "
+                    f"(defined: {defined})",
+                )
+            )
+    for i, sink in enumerate(config.sinks):
+        if getattr(sink, "type", None) == "mqtt" and config.mqtt is None:
+            problems.append(
+                (("sinks", i, "type"), "an `mqtt` sink needs a top-level `mqtt` section")
+            )
+    return problems
+
+
+@cache
+def device_config_model() -> type[DeviceConfigBase]:
+    """DeviceConfig with every plugin section a discriminated union of the registered plugins."""
+    from runtime.backends.base import BACKENDS
+    from runtime.processing.postprocess.base import POSTPROCESSORS
+    from runtime.rules.base import RULES
+    from runtime.sinks.base import SINKS
+    from runtime.sources.base import SOURCES
+
+    for package in ("sources", "backends", "processing.postprocess", "rules", "sinks"):
+        import_submodules(f"runtime.{package}")
+
+    backend = config_union(BACKENDS.items())
+    model_ref = create_model(
+        "ModelRef",
+        __base__=ModelRefBase,
+        backend=(backend, Field(default={"type": "onnxruntime"}, validate_default=True)),
+    )
+    pipeline = create_model(
+        "PipelineConfig",
+        __base__=PipelineConfigBase,
+        source=(config_union(SOURCES.items()), ...),
+        postprocess=(config_union(POSTPROCESSORS.items()) | None, None),
+        rules=(dict[Name, config_union(RULES.items())], Field(min_length=1)),  # type: ignore[valid-type]
+    )
+    model: type[DeviceConfigBase] = create_model(
+        "DeviceConfig",
+        __base__=DeviceConfigBase,
+        models=(dict[Name, model_ref], Field(min_length=1)),  # type: ignore[valid-type]
+        pipelines=(list[pipeline], Field(min_length=1)),  # type: ignore[valid-type]
+        sinks=(
+            list[config_union(SINKS.items())],  # type: ignore[misc]
+            Field(default_factory=lambda: [{"type": "console"}], validate_default=True),
+        ),
+    )
+    return model
+
+
+def json_schema() -> dict[str, Any]:
+    schema = device_config_model().model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "edgewatch device config"
+    return schema

@@ -1,0 +1,1 @@
+"""Output decoders (classify, yolo, ssd). One per module; each registers in POSTPROCESSORS."""

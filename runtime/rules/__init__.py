@@ -1,0 +1,1 @@
+"""Alert rules. One plugin per module; each registers itself in RULES."""

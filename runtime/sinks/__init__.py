@@ -1,0 +1,1 @@
+"""Alert sinks. One plugin per module; each registers itself in SINKS."""

@@ -1,0 +1,109 @@
+"""Alerts to MQTT: one QoS 1 message per alert on ``<prefix>/<device>/alerts/<pipeline>``."""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import deque
+from typing import ClassVar, Literal
+
+from runtime.config.base import PluginConfig
+from runtime.errors import ConfigError
+from runtime.messages import Alert
+from runtime.mqtt_link import MqttLink
+from runtime.sinks.base import SINKS, Sink, SinkContext
+
+logger = logging.getLogger(__name__)
+
+LATENCY_WINDOW = 1024
+
+
+class MqttSinkConfig(PluginConfig):
+    type: Literal["mqtt"]
+    qos: Literal[0, 1, 2] = 1
+    retain: bool = False
+
+
+@SINKS.register("mqtt")
+class MqttSink(Sink):
+    """Publishes each alert's JSON through the device's shared ``MqttLink``.
+
+    The link owns the connection (started/stopped by the app), so this sink's ``start``/``stop``
+    do nothing. When the broker acknowledges an alert, the capture->PUBACK latency is logged and
+    kept (last ``LATENCY_WINDOW`` values).
+    """
+
+    config_type: ClassVar[type[PluginConfig]] = MqttSinkConfig
+
+    def __init__(self, link: MqttLink, qos: int = 1, retain: bool = False) -> None:
+        if qos not in (0, 1, 2):
+            raise ValueError(f"mqtt sink: qos must be 0, 1 or 2, got {qos!r}")
+        self._link = link
+        self._qos = qos
+        self._retain = retain
+        self._lock = threading.Lock()
+        self._latencies_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)
+        self._published = 0
+        self._acked = 0
+
+    @classmethod
+    def from_config(cls, config: PluginConfig, context: SinkContext) -> MqttSink:
+        if not isinstance(config, MqttSinkConfig):
+            raise TypeError(f"expected MqttSinkConfig, got {type(config).__name__}")
+        if context.mqtt is None:
+            raise ConfigError(
+                "sink 'mqtt' needs an MQTT connection: add an `mqtt:` section to the device config"
+            )
+        return cls(context.mqtt, qos=config.qos, retain=config.retain)
+
+    def publish(self, alert: Alert) -> None:
+        topic = self._link.alert_topic(alert.pipeline)
+
+        def acked() -> None:
+            latency_ms = (time.monotonic_ns() - alert.captured_mono_ns) / 1e6
+            with self._lock:
+                self._acked += 1
+                self._latencies_ms.append(latency_ms)
+            logger.info(
+                "alert acked: pipeline=%s rule=%s state=%s label=%s score=%.2f "
+                "capture->puback=%.1f ms",
+                alert.pipeline,
+                alert.rule,
+                alert.state,
+                alert.label,
+                alert.score,
+                latency_ms,
+            )
+
+        self._link.publish(topic, alert.to_json(), qos=self._qos, retain=self._retain, on_ack=acked)
+        with self._lock:
+            self._published += 1
+
+    def ack_latencies_ms(self) -> list[float]:
+        """capture->PUBACK latencies of the most recent acknowledged alerts, oldest first."""
+        with self._lock:
+            return list(self._latencies_ms)
+
+    def status(self) -> dict[str, object]:
+        with self._lock:
+            published, acked = self._published, self._acked
+            latencies = sorted(self._latencies_ms)
+        return {
+            "published": published,
+            "acked": acked,
+            "ack_latency_p50_ms": percentile(latencies, 50),
+            "ack_latency_p99_ms": percentile(latencies, 99),
+        }
+
+
+def percentile(sorted_values: list[float], q: float) -> float | None:
+    """Linear-interpolated ``q``-th percentile of already sorted values; None when empty."""
+    if not sorted_values:
+        return None
+    pos = (len(sorted_values) - 1) * q / 100.0
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    value = sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+    return round(value, 3)

@@ -1,0 +1,1 @@
+"""Frame and sensor sources. One plugin per module; each registers itself in SOURCES."""
