@@ -100,7 +100,9 @@ class App:
                 logger.error("pipeline %s cannot start: %s", p.name, exc)
                 failed.append(FailedPipeline(p.name, str(exc)))
                 continue
-            pipelines.append(FramePipeline(p.name, source, model, postprocessor, rules, sinks, alerts))
+            pipelines.append(
+                FramePipeline(p.name, source, model, postprocessor, rules, sinks, alerts)
+            )
         return cls(cfg.device.id, link, sinks, pipelines, failed, alerts, cfg.status_interval_s)
 
     def status(self) -> dict[str, object]:
@@ -131,7 +133,9 @@ class App:
                 self.failed.append(FailedPipeline(pipeline.name, str(exc)))
                 continue
             thread = threading.Thread(
-                target=self._supervise, args=(pipeline,), name=f"pipeline-{pipeline.name}",
+                target=self._supervise,
+                args=(pipeline,),
+                name=f"pipeline-{pipeline.name}",
                 daemon=True,
             )
             self._threads[pipeline.name] = thread
@@ -139,13 +143,17 @@ class App:
         if not self._threads:
             reasons = "; ".join(f"{f.name}: {f.reason}" for f in self.failed) or "none configured"
             raise StartupError(f"no pipeline could start ({reasons})")
-        logger.info("edgewatch %s running %d pipeline(s) on device %s", runtime.__version__,
-                    len(self._threads), self.device_id)
+        logger.info(
+            "edgewatch %s running %d pipeline(s) on device %s",
+            runtime.__version__,
+            len(self._threads),
+            self.device_id,
+        )
 
     def _supervise(self, pipeline: FramePipeline) -> None:
         try:
             pipeline.run(self._stop)
-        except Exception as exc:  # noqa: BLE001 - the supervisor boundary: report, never crash others
+        except Exception as exc:
             logger.exception("pipeline %s stopped on an unexpected error", pipeline.name)
             pipeline.stats.count_error("crash", exc)
 

@@ -47,7 +47,9 @@ def _parser() -> argparse.ArgumentParser:
 
     models = sub.add_parser("models", help="model bundle commands")
     models_sub = models.add_subparsers(required=True, metavar="ACTION")
-    verify = models_sub.add_parser("verify", help="check a bundle's sha256 and tensors, then load it")
+    verify = models_sub.add_parser(
+        "verify", help="check a bundle's sha256 and tensors, then load it"
+    )
     verify.add_argument("bundle", type=Path)
     verify.set_defaults(handler=_cmd_models_verify)
     return parser
@@ -87,9 +89,11 @@ def _cmd_models_verify(args: argparse.Namespace) -> int:
         print(f"edgewatch: {exc}", file=sys.stderr)
         return 1
     m = model.manifest
-    print(f"{m.name} {m.version} ok: sha256 {m.sha256}, inputs "
-          f"{[(i.name, i.shape, i.dtype) for i in m.inputs]}, outputs "
-          f"{[(o.name, o.shape, o.dtype) for o in m.outputs]}, providers {model.backend.active_providers}")
+    print(
+        f"{m.name} {m.version} ok: sha256 {m.sha256}, inputs "
+        f"{[(i.name, i.shape, i.dtype) for i in m.inputs]}, outputs "
+        f"{[(o.name, o.shape, o.dtype) for o in m.outputs]}, providers {model.backend.active_providers}"
+    )
     model.close()
     return 0
 

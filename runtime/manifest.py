@@ -38,7 +38,9 @@ class InputSpec(StrictModel):
         """(height, width) the image is resized to; both must be fixed numbers."""
         h, w = (self.shape[2], self.shape[3]) if self.layout == "NCHW" else self.shape[1:3]
         if not isinstance(h, int) or not isinstance(w, int):
-            raise ValueError(f"input {self.name!r}: height and width must be fixed, got {self.shape}")
+            raise ValueError(
+                f"input {self.name!r}: height and width must be fixed, got {self.shape}"
+            )
         return h, w
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +35,8 @@ def read_manifest(bundle_dir: Path) -> ManifestBase:
         return manifest_model().model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '(manifest)'}: {e['msg']}" for e in exc.errors()
+            f"{'.'.join(str(p) for p in e['loc']) or '(manifest)'}: {e['msg']}"
+            for e in exc.errors()
         )
         raise ModelError(f"{path}: invalid manifest: {problems}") from None
 
@@ -56,7 +58,9 @@ class LoadedModel:
     path: Path
 
     @classmethod
-    def load(cls, bundle_dir: Path, backend_config: PluginConfig, warmup_runs: int = 2) -> LoadedModel:
+    def load(
+        cls, bundle_dir: Path, backend_config: PluginConfig, warmup_runs: int = 2
+    ) -> LoadedModel:
         manifest = read_manifest(bundle_dir)
         model_path = bundle_dir / manifest.file
         if not model_path.is_file():
@@ -97,7 +101,9 @@ class LoadedModel:
     def infer(self, tensor: NDArray[np.generic]) -> list[NDArray[np.float32]]:
         """Run the model on a preprocessed tensor; quantized outputs come back as real values."""
         raw = self.backend.run({self.manifest.inputs[0].name: tensor})
-        return [_dequantize(out, spec) for out, spec in zip(raw, self.manifest.outputs, strict=True)]
+        return [
+            _dequantize(out, spec) for out, spec in zip(raw, self.manifest.outputs, strict=True)
+        ]
 
     def warm_up(self, runs: int) -> None:
         spec = self.manifest.inputs[0]
@@ -122,7 +128,7 @@ def _dequantize(out: NDArray[np.generic], spec: OutputSpec) -> NDArray[np.float3
 def _check_tensors(
     model_path: Path,
     kind: str,
-    declared: list[InputSpec] | list[OutputSpec],
+    declared: Sequence[InputSpec | OutputSpec],
     actual: list[TensorInfo],
 ) -> None:
     names = [t.name for t in actual]

@@ -97,7 +97,9 @@ class TlsSettings(StrictModel):
     """TLS to the broker (TLS 1.2 or newer). File paths are read when the link is built."""
 
     ca_file: ConfigPath | None = Field(None, description="CA bundle; None uses the system CAs")
-    cert_file: ConfigPath | None = Field(None, description="client certificate (PEM) for mutual TLS")
+    cert_file: ConfigPath | None = Field(
+        None, description="client certificate (PEM) for mutual TLS"
+    )
     key_file: ConfigPath | None = Field(None, description="client key (PEM), if not in cert_file")
     insecure: bool = Field(False, description="skip the broker hostname check (testing only)")
 

@@ -35,7 +35,9 @@ class AlertFactory:
         self._seq = itertools.count(1)
         self._lock = threading.Lock()
 
-    def make(self, pipeline: str, event: RuleEvent, inference: Inference, times: StageTimes) -> Alert:
+    def make(
+        self, pipeline: str, event: RuleEvent, inference: Inference, times: StageTimes
+    ) -> Alert:
         with self._lock:
             seq = next(self._seq)
         frame = inference.frame
@@ -102,8 +104,11 @@ class FramePipeline:
             frame = self.source.read(read_timeout_s)
             if frame is None:
                 if self.source.ended:
-                    logger.info("pipeline %s: source ended after %d frames", self.name,
-                                self.stats.frames_processed)
+                    logger.info(
+                        "pipeline %s: source ended after %d frames",
+                        self.name,
+                        self.stats.frames_processed,
+                    )
                     return
                 continue
             self.process(frame)
@@ -126,11 +131,18 @@ class FramePipeline:
         except (EdgewatchError, ValueError, ArithmeticError) as exc:
             self.stats.frame_errors += 1
             self.stats.count_error("inference", exc)
-            self._log.log(logging.WARNING, "infer", "pipeline %s: frame %d failed: %s",
-                          self.name, frame.seq, exc)
+            self._log.log(
+                logging.WARNING,
+                "infer",
+                "pipeline %s: frame %d failed: %s",
+                self.name,
+                frame.seq,
+                exc,
+            )
             return []
-        times = StageTimes(frame.captured_mono_ns, dequeued, preprocessed, inferred,
-                           time.monotonic_ns())
+        times = StageTimes(
+            frame.captured_mono_ns, dequeued, preprocessed, inferred, time.monotonic_ns()
+        )
         self.stats.frames_processed += 1
         alerts = [self.alerts.make(self.name, e, inference, times) for e in events]
         for alert in alerts:
@@ -145,9 +157,15 @@ class FramePipeline:
             except (EdgewatchError, OSError) as exc:
                 self.stats.sink_errors += 1
                 self.stats.count_error(f"sink:{type(sink).__name__}", exc)
-                self._log.log(logging.WARNING, f"sink-{id(sink)}",
-                              "pipeline %s: alert %s not delivered by %s: %s",
-                              self.name, alert.alert_id, type(sink).__name__, exc)
+                self._log.log(
+                    logging.WARNING,
+                    f"sink-{id(sink)}",
+                    "pipeline %s: alert %s not delivered by %s: %s",
+                    self.name,
+                    alert.alert_id,
+                    type(sink).__name__,
+                    exc,
+                )
 
     def status(self) -> dict[str, object]:
         backend = self.model.backend

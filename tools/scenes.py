@@ -196,7 +196,7 @@ def sample_plume(
 ) -> Plume:
     w, h = layout.width, layout.height
     if source is None:
-        source = (rng.uniform(0.1, 0.9) * w, rng.uniform(layout.belt_top, 0.95 * h))
+        source = (rng.uniform(0.15, 0.85) * w, rng.uniform(layout.belt_top, 0.95 * h))
     return Plume(
         x=float(source[0]),
         y=float(source[1]),
@@ -204,7 +204,7 @@ def sample_plume(
         spread_px=float(rng.uniform(0.05, 0.09) * w),
         opacity=float(np.clip(rng.uniform(0.5, 0.85) * strength, 0.05, 0.9)),
         grey=float(rng.uniform(125, 215)),
-        drift_px=float(rng.uniform(-0.25, 0.25) * w),
+        drift_px=float(rng.uniform(-0.15, 0.15) * w),
         rise_speed=float(rng.uniform(0.1, 0.3)),
         n_puffs=int(rng.integers(9, 15)),
         phase=float(rng.uniform(0, 1)),

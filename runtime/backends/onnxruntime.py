@@ -94,7 +94,10 @@ class OrtBackend(Backend):
         if missing:
             logger.warning(
                 "%s: provider(s) %s not available in this onnxruntime build (available: %s); "
-                "falling back", model_path.name, ", ".join(missing), ", ".join(available),
+                "falling back",
+                model_path.name,
+                ", ".join(missing),
+                ", ".join(available),
             )
         if CPU not in chosen:
             chosen.append(CPU)
@@ -107,7 +110,9 @@ class OrtBackend(Backend):
                 raise ModelError(f"onnxruntime cannot load {model_path}: {exc}") from exc
             logger.warning(
                 "%s: session with %s failed (%s); retrying on CPU only",
-                model_path.name, ", ".join(chosen), exc,
+                model_path.name,
+                ", ".join(chosen),
+                exc,
             )
             try:
                 session = ort.InferenceSession(str(model_path), options, providers=[CPU])
@@ -116,7 +121,10 @@ class OrtBackend(Backend):
         backend = cls(session, list(config.providers))
         logger.info(
             "%s: onnxruntime %s, providers requested %s, active %s",
-            model_path.name, ort.__version__, config.providers, backend.active_providers,
+            model_path.name,
+            ort.__version__,
+            config.providers,
+            backend.active_providers,
         )
         return backend
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Annotated, Any, Protocol
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo
@@ -46,7 +46,7 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 """Device ids, pipeline and rule names: safe as one MQTT topic level (no /, +, #, spaces)."""
 
 
-def _resolve_path(value: str, info: ValidationInfo) -> str:
+def resolve_config_path(value: str, info: ValidationInfo) -> str:
     """Relative paths in a config file are relative to that file, not to the working directory."""
     base = (info.context or {}).get("base_dir")
     if base is None or "://" in value or Path(value).is_absolute():
@@ -54,5 +54,5 @@ def _resolve_path(value: str, info: ValidationInfo) -> str:
     return str(Path(base) / value)
 
 
-ConfigPath = Annotated[str, AfterValidator(_resolve_path)]
+ConfigPath = Annotated[str, AfterValidator(resolve_config_path)]
 """A file or directory path named in a config: resolved relative to the config file."""

@@ -101,7 +101,9 @@ def _walk(
             key = str(key_node.value)
             child = (*loc, key)
             if key in seen:
-                problems.append(f"{_dotted(child)}: line {key_node.start_mark.line + 1}: duplicate key")
+                problems.append(
+                    f"{_dotted(child)}: line {key_node.start_mark.line + 1}: duplicate key"
+                )
             seen.add(key)
             _walk(value_node, child, lines, env, problems)
             lines[child] = key_node.start_mark.line + 1
@@ -111,7 +113,7 @@ def _walk(
     elif isinstance(node, yaml.ScalarNode) and "${" in node.value:
         node.value = _substitute(node.value, loc, lines[loc], env, problems)
         if node.style is None:  # plain scalar: let YAML re-resolve 1883 → int, true → bool
-            node.tag = _RESOLVER.resolve(yaml.ScalarNode, node.value, (True, False))
+            node.tag = _RESOLVER.resolve(yaml.ScalarNode, node.value, (True, False))  # type: ignore[no-untyped-call]
 
 
 def _substitute(
@@ -178,7 +180,9 @@ def _read_secrets(
     if mqtt is None:
         return Secrets()
     if mqtt.password_env and mqtt.password_file:
-        raise ConfigErrors(path, [_at(("mqtt",), "give password_env or password_file, not both", lines)])
+        raise ConfigErrors(
+            path, [_at(("mqtt",), "give password_env or password_file, not both", lines)]
+        )
     if mqtt.password_env:
         if mqtt.password_env not in env:
             msg = f"environment variable {mqtt.password_env} is not set"

@@ -96,19 +96,27 @@ def device_config_model() -> type[DeviceConfigBase]:
         __base__=PipelineConfigBase,
         source=(config_union(SOURCES.items()), ...),
         postprocess=(config_union(POSTPROCESSORS.items()) | None, None),
-        rules=(dict[Name, config_union(RULES.items())], Field(min_length=1)),  # type: ignore[valid-type]
+        rules=(_dict_of(config_union(RULES.items())), Field(min_length=1)),
     )
     model: type[DeviceConfigBase] = create_model(
         "DeviceConfig",
         __base__=DeviceConfigBase,
-        models=(dict[Name, model_ref], Field(min_length=1)),  # type: ignore[valid-type]
-        pipelines=(list[pipeline], Field(min_length=1)),  # type: ignore[valid-type]
+        models=(_dict_of(model_ref), Field(min_length=1)),
+        pipelines=(_list_of(pipeline), Field(min_length=1)),
         sinks=(
-            list[config_union(SINKS.items())],  # type: ignore[misc]
+            _list_of(config_union(SINKS.items())),
             Field(default_factory=lambda: [{"type": "console"}], validate_default=True),
         ),
     )
     return model
+
+
+def _dict_of(value: Any) -> Any:
+    return dict.__class_getitem__((Name, value))
+
+
+def _list_of(item: Any) -> Any:
+    return list.__class_getitem__(item)
 
 
 def json_schema() -> dict[str, Any]:

@@ -13,7 +13,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol
 
@@ -22,7 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from runtime.config.base import PluginConfig, _resolve_path
+from runtime.config.base import PluginConfig, resolve_config_path
 from runtime.errors import SourceError
 from runtime.messages import Frame
 from runtime.ratelimit import RateLimitedLog
@@ -143,8 +143,13 @@ class CameraConfig(PluginConfig):
     def _resolve_relative_path(cls, value: int | str, info: ValidationInfo) -> int | str:
         """A relative file or folder path is relative to the config file (as ``ConfigPath``)."""
         if isinstance(value, str) and uri_kind(value) == "path":
-            return _resolve_path(value, info)
+            return resolve_config_path(value, info)
         return value
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        """Logging a config never shows stream credentials."""
+        for key, value in super().__repr_args__():
+            yield key, redact_uri(value) if key == "uri" and isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _check_combination(self) -> CameraConfig:
@@ -426,8 +431,9 @@ class CameraSource(FrameSource):
         """Open a file or folder now (``SourceError`` if that fails); live sources open on the
         capture thread, so a camera that is down doesn't block startup."""
         if self._thread is not None:
-            raise RuntimeError(f"camera {self.name} already started")
-        self._set_state("starting")
+            raise RuntimeError(f"camera {self.name} already started (a source is not restartable)")
+        with self._cond:
+            self._state, self._finished = "starting", False
         capture: Capture | None = None
         if not self.live:
             try:

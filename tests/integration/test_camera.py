@@ -254,7 +254,12 @@ def test_a_file_that_cannot_be_opened_fails_start_naming_the_path(
     assert message.format(path=path) in str(excinfo.value)
     assert source.status().state == "stopped"
     assert capture_threads(source) == []
-    assert source.read(0.5) is None
+    assert source.read(0.2) is None
+
+    write_video(path, 3)  # once the mistake is fixed, start() can be tried again
+    source.start()
+    frame = source.read(2.0)
+    assert frame is not None and frame_index(frame.image) == 0
 
 
 # -- image folders -------------------------------------------------------------------------------
@@ -550,10 +555,14 @@ def test_invalid_config_is_rejected_with_a_clear_message(
         CameraConfig(type="camera", **fields)
 
 
-def test_config_errors_do_not_echo_credentials() -> None:
+def test_config_errors_and_repr_do_not_show_credentials() -> None:
     with pytest.raises(ValidationError) as excinfo:
         CameraConfig(type="camera", uri="rtsp://admin:hunter2@cam/1", loop=True)
     assert "rtsp://***@cam/1" in str(excinfo.value).split("input_value")[0]
+    config = CameraConfig(type="camera", uri="rtsp://admin:hunter2@cam/1")
+    assert "hunter2" not in repr(config) and "hunter2" not in str(config)
+    assert "rtsp://***@cam/1" in repr(config)
+    assert config.uri == "rtsp://admin:hunter2@cam/1"  # the real uri is still there to open
 
 
 def test_relative_paths_are_resolved_against_the_config_file() -> None:

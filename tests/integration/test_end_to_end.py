@@ -47,10 +47,17 @@ def write_config(
         p["source"]["loop"] = loop
     config = {
         "device": {"id": "test-gw"},
-        "mqtt": {"host": "127.0.0.1", "port": port, "topic_prefix": "ew",
-                 "reconnect_min_s": 0.1, "reconnect_max_s": 1},
-        "models": {"colour": {"bundle": "models/colour/1.0.0"},
-                   "broken": {"bundle": "models/broken/1.0.0"}},
+        "mqtt": {
+            "host": "127.0.0.1",
+            "port": port,
+            "topic_prefix": "ew",
+            "reconnect_min_s": 0.1,
+            "reconnect_max_s": 1,
+        },
+        "models": {
+            "colour": {"bundle": "models/colour/1.0.0"},
+            "broken": {"bundle": "models/broken/1.0.0"},
+        },
         "pipelines": pipelines,
         "sinks": [{"type": "mqtt"}, {"type": "jsonl", "path": "out/alerts.jsonl"}],
         "status_interval_s": 0.5,
@@ -67,8 +74,13 @@ def red_pipeline(name: str, model: str = "colour", raise_score: object = 0.9) ->
         "model": model,
         "rules": {
             "red-seen": {
-                "type": "threshold", "labels": ["red"], "raise_score": raise_score,
-                "clear_score": 0.5, "raise_frames": 3, "clear_frames": 3, "severity": "critical",
+                "type": "threshold",
+                "labels": ["red"],
+                "raise_score": raise_score,
+                "clear_score": 0.5,
+                "raise_frames": 3,
+                "clear_frames": 3,
+                "severity": "critical",
             }
         },
     }
@@ -86,7 +98,11 @@ def workdir(tmp_path: Path) -> Path:
 def edgewatch(*args: str, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "runtime", *args],
-        capture_output=True, text=True, timeout=timeout_s, cwd=REPO, check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        cwd=REPO,
+        check=False,
     )
 
 
@@ -117,8 +133,10 @@ def test_video_to_alerts_on_the_broker(
     assert "alert acked" in result.stderr
 
     lines = (workdir / "out" / "alerts.jsonl").read_text().splitlines()
-    assert [json.loads(line)["alert_id"] for line in lines] == [raised["alert_id"],
-                                                                cleared["alert_id"]]
+    assert [json.loads(line)["alert_id"] for line in lines] == [
+        raised["alert_id"],
+        cleared["alert_id"],
+    ]
 
 
 def test_status_reports_pipelines_and_goes_offline(
@@ -131,7 +149,9 @@ def test_status_reports_pipelines_and_goes_offline(
     alerts_sub = subscriber(broker, "ew/test-gw/alerts/#")
     proc = subprocess.Popen(
         [sys.executable, "-m", "runtime", "run", str(config)],
-        cwd=REPO, stderr=subprocess.PIPE, text=True,
+        cwd=REPO,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         alerts_sub.wait_for(1, timeout_s=20)
@@ -147,8 +167,10 @@ def test_status_reports_pipelines_and_goes_offline(
         status = [m.json() for m in status_sub.messages if m.json()["state"] == "online"][-1]
         good, bad = status["pipelines"]
         assert good["name"] == "good" and good["source"]["state"] == "running"
-        assert good["providers"] == {"requested": ["CPUExecutionProvider"],
-                                     "active": ["CPUExecutionProvider"]}
+        assert good["providers"] == {
+            "requested": ["CPUExecutionProvider"],
+            "active": ["CPUExecutionProvider"],
+        }
         assert good["model"]["sha256"] and good["model"]["version"] == "1.0.0"
         assert bad["name"] == "bad" and bad["state"] == "failed"
         assert "sha256" in bad["last_error"] and "refusing" in bad["last_error"]
@@ -163,8 +185,11 @@ def test_status_reports_pipelines_and_goes_offline(
         stderr = proc.stderr.read() if proc.stderr else ""
         proc.wait()
     assert "received SIGTERM, stopping" in stderr
-    wait_until(lambda: status_sub.messages[-1].json()["state"] == "offline", timeout_s=5,
-               what="offline status")
+    wait_until(
+        lambda: status_sub.messages[-1].json()["state"] == "offline",
+        timeout_s=5,
+        what="offline status",
+    )
     assert status_sub.messages[-1].retain or status_sub.messages[-1].json()["state"] == "offline"
 
 
@@ -194,15 +219,21 @@ def test_unreachable_broker_keeps_running(workdir: Path) -> None:
     assert "Connection refused" in result.stderr or "refused" in result.stderr.lower()
 
 
-def test_environment_reaches_the_config(workdir: Path, broker: MosquittoBroker,
-                                        subscriber: SubscriberFactory) -> None:
+def test_environment_reaches_the_config(
+    workdir: Path, broker: MosquittoBroker, subscriber: SubscriberFactory
+) -> None:
     alerts_sub = subscriber(broker, "ew/test-gw/alerts/#")
     config = write_config(workdir, "${TEST_BROKER_PORT}", [red_pipeline("line1")]).read_text()
     (workdir / "env.yaml").write_text(config)
     env = {**os.environ, "TEST_BROKER_PORT": str(broker.port)}
     result = subprocess.run(
         [sys.executable, "-m", "runtime", "run", str(workdir / "env.yaml"), "--duration", "30"],
-        capture_output=True, text=True, timeout=60, cwd=REPO, env=env, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        env=env,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     assert len(alerts_sub.wait_for(2, timeout_s=5)) == 2

@@ -30,10 +30,12 @@ def edit_manifest(bundle: Path, **changes: object) -> None:
     path.write_text(json.dumps(manifest))
 
 
-@pytest.mark.parametrize(("bgr", "label"), [((0, 0, 255), "red"), ((0, 255, 0), "green"),
-                                            ((255, 0, 0), "blue")])
-def test_loaded_model_classifies_real_frames(bundle: Path, bgr: tuple[int, int, int],
-                                             label: str) -> None:
+@pytest.mark.parametrize(
+    ("bgr", "label"), [((0, 0, 255), "red"), ((0, 255, 0), "green"), ((255, 0, 0), "blue")]
+)
+def test_loaded_model_classifies_real_frames(
+    bundle: Path, bgr: tuple[int, int, int], label: str
+) -> None:
     model = LoadedModel.load(bundle, OrtBackendConfig())
     frame = np.zeros((120, 160, 3), np.uint8)
     frame[:] = bgr
@@ -49,7 +51,7 @@ def test_tampered_model_is_refused(bundle: Path) -> None:
     data = bytearray(model_file.read_bytes())
     data[-5] ^= 0xFF
     model_file.write_bytes(bytes(data))
-    with pytest.raises(ModelError, match="does not match the manifest.*refusing"):
+    with pytest.raises(ModelError, match=r"does not match the manifest.*refusing"):
         LoadedModel.load(bundle, OrtBackendConfig())
 
 
@@ -64,7 +66,11 @@ def test_corrupt_model_with_matching_hash_is_a_model_error(bundle: Path) -> None
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("inputs", [{"name": "image", "shape": [1, 3, 64, 64]}], r"shape \[1, 3, 32, 32\] in the model"),
+        (
+            "inputs",
+            [{"name": "image", "shape": [1, 3, 64, 64]}],
+            r"shape \[1, 3, 32, 32\] in the model",
+        ),
         ("inputs", [{"name": "pixels", "shape": [1, 3, 32, 32]}], r"manifest inputs \['pixels'\]"),
         ("inputs", [{"name": "image", "shape": [1, 3, 32, 32], "dtype": "uint8"}], "is float32 in"),
         ("outputs", [{"name": "probs", "shape": [1, 4]}], "shape \\[1, 3\\] in the model"),
@@ -81,15 +87,15 @@ def test_manifest_that_disagrees_with_the_model(
 
 
 def test_missing_manifest_and_missing_file(tmp_path: Path, bundle: Path) -> None:
-    with pytest.raises(ModelError, match="no manifest.json"):
+    with pytest.raises(ModelError, match=r"no manifest\.json"):
         LoadedModel.load(tmp_path, OrtBackendConfig())
     (bundle / "model.onnx").unlink()
-    with pytest.raises(ModelError, match="model file model.onnx is missing"):
+    with pytest.raises(ModelError, match=r"model file model\.onnx is missing"):
         LoadedModel.load(bundle, OrtBackendConfig())
 
 
 def test_unknown_provider_is_a_config_error(bundle: Path) -> None:
-    with pytest.raises(ConfigError, match="unknown onnxruntime provider.*CUDAProvider"):
+    with pytest.raises(ConfigError, match=r"unknown onnxruntime provider.*CUDAProvider"):
         OrtBackend.from_config(OrtBackendConfig(providers=["CUDAProvider"]), bundle / "model.onnx")
 
 
@@ -100,7 +106,8 @@ def test_unavailable_provider_falls_back_to_cpu_and_says_so(
     with caplog.at_level(logging.WARNING):
         model = LoadedModel.load(bundle, config)
     assert model.backend.requested_providers == [
-        "CUDAExecutionProvider", "OpenVINOExecutionProvider"
+        "CUDAExecutionProvider",
+        "OpenVINOExecutionProvider",
     ]
     assert model.backend.active_providers == ["CPUExecutionProvider"]
     assert "not available in this onnxruntime build" in caplog.text

@@ -79,16 +79,22 @@ def test_env_substitution_retypes_plain_scalars(tmp_path: Path) -> None:
         ("port: ${PORT:-1883}", "port: lots", "mqtt.port: line 5: Input should be a valid integer"),
         ("port: ${PORT:-1883}", "port: ${NOPE}", "mqtt.port: line 5: environment variable NOPE"),
         ("type: camera", "type: cam", "pipelines[0].source.type: line 12: unknown type 'cam'"),
-        ("type: threshold", "type: treshold", "pipelines[0].rules.fire.type: line 17: unknown type"),
+        (
+            "type: threshold",
+            "type: treshold",
+            "pipelines[0].rules.fire.type: line 17: unknown type",
+        ),
         ("raise_score: 0.8", "raise_score: 1.8", "pipelines[0].rules.fire.raise_score: line 19"),
-        ("model: m", "model: other", "pipelines[0].model: line 14: pipeline 'line1' uses model 'other'"),
+        (
+            "model: m",
+            "model: other",
+            "pipelines[0].model: line 14: pipeline 'line1' uses model 'other'",
+        ),
         ("  id: gw-1", "  id: gw/1", "device.id: line 2: String should match pattern"),
         ("  - type: mqtt", "  - type: kafka", "sinks[0].type: line 21: unknown type 'kafka'"),
     ],
 )
-def test_errors_name_yaml_path_and_line(
-    tmp_path: Path, old: str, new: str, expected: str
-) -> None:
+def test_errors_name_yaml_path_and_line(tmp_path: Path, old: str, new: str, expected: str) -> None:
     assert old in BASE
     problems = problems_of(write(tmp_path, BASE.replace(old, new)))
     assert any(p.startswith(expected) for p in problems), problems
@@ -122,20 +128,24 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
 
 
 def test_mqtt_sink_without_mqtt_section(tmp_path: Path) -> None:
-    text = BASE.split("mqtt:\n  host")[0] + "models:" + BASE.split("models:")[1]
+    text = BASE.split("mqtt:\n  host", maxsplit=1)[0] + "models:" + BASE.split("models:")[1]
     problems = problems_of(write(tmp_path, text))
     assert problems == ["sinks[0].type: line 18: an `mqtt` sink needs a top-level `mqtt` section"]
 
 
 def test_password_from_env_and_file(tmp_path: Path) -> None:
-    text = BASE.replace("  host: 127.0.0.1", "  host: 127.0.0.1\n  username: gw\n  password_env: MQTT_PW")
+    text = BASE.replace(
+        "  host: 127.0.0.1", "  host: 127.0.0.1\n  username: gw\n  password_env: MQTT_PW"
+    )
     loaded = load_config(write(tmp_path, text), {"MQTT_PW": "s3cret"})
     assert loaded.secrets.mqtt_password is not None
     assert loaded.secrets.mqtt_password.get_secret_value() == "s3cret"
     assert "s3cret" not in repr(loaded)
 
     (tmp_path / "pw.txt").write_text("from-file\n", encoding="utf-8")
-    text = BASE.replace("  host: 127.0.0.1", "  host: 127.0.0.1\n  username: gw\n  password_file: pw.txt")
+    text = BASE.replace(
+        "  host: 127.0.0.1", "  host: 127.0.0.1\n  username: gw\n  password_file: pw.txt"
+    )
     loaded = load_config(write(tmp_path, text), {})
     assert loaded.secrets.mqtt_password is not None
     assert loaded.secrets.mqtt_password.get_secret_value() == "from-file"
@@ -144,7 +154,10 @@ def test_password_from_env_and_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("line", "expected"),
     [
-        ("  username: gw\n  password_env: MQTT_PW", "mqtt.password_env: line 6: environment variable"),
+        (
+            "  username: gw\n  password_env: MQTT_PW",
+            "mqtt.password_env: line 6: environment variable",
+        ),
         ("  username: gw\n  password_file: absent.txt", "mqtt.password_file: line 6: cannot read"),
         ("  password: inline", "mqtt: line 3: Value error, inline 'password' is not allowed"),
         ("  password_env: MQTT_PW", "mqtt: line 3: Value error, password_env/password_file need a"),
@@ -185,14 +198,20 @@ def test_schema_is_json_schema_with_plugin_variants(capsys: pytest.CaptureFixtur
 
 yaml_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
-    lambda children: st.lists(children, max_size=3)
-    | st.dictionaries(st.text(min_size=1, max_size=8), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(st.text(min_size=1, max_size=8), children, max_size=3)
+    ),
     max_leaves=12,
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(section=st.sampled_from(["device", "mqtt", "models", "pipelines", "sinks"]), value=yaml_values)
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    section=st.sampled_from(["device", "mqtt", "models", "pipelines", "sinks"]), value=yaml_values
+)
 def test_any_shape_of_section_gives_config_errors_not_crashes(
     tmp_path: Path, section: str, value: object
 ) -> None:
