@@ -172,6 +172,13 @@ class App:
                 next_status = time.monotonic() + self.status_interval_s
             stop.wait(0.2)
 
+    def wait(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for every pipeline to finish; True if they all have."""
+        deadline = time.monotonic() + timeout_s
+        for thread in self._threads.values():
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in self._threads.values())
+
     def publish_status(self) -> None:
         if self.link is not None:
             self.link.set_status(self.status())

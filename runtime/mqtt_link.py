@@ -283,6 +283,7 @@ class MqttLink:
 
         self._lock = threading.Lock()
         self._connected = threading.Event()
+        self._disconnected = threading.Event()
         self._started = False
         self._stopping = False
         self._stopped = False
@@ -408,7 +409,12 @@ class MqttLink:
         finally:
             with self._lock:
                 self._closed = True
+            was_connected = self.connected
             self._client.disconnect()
+            if was_connected:
+                # let the network thread finish the DISCONNECT before stopping it; stopping it
+                # mid-way makes paho log a spurious "not connected" error
+                self._disconnected.wait(self._stop_timeout_s)
             self._client.loop_stop()
             self._connected.clear()
             logger.info("mqtt link to %s:%d stopped", self.host, self.port)
@@ -580,6 +586,7 @@ class MqttLink:
             reconnect = self._connects > 1
             failures = self._failed_connects
             self._outage_reported = False
+        self._disconnected.clear()
         self._connected.set()
         if reconnect:
             logger.info(
@@ -627,6 +634,7 @@ class MqttLink:
     ) -> None:
         was_connected = self._connected.is_set()
         self._connected.clear()
+        self._disconnected.set()
         if not was_connected:
             return  # the end of a refused connect, already reported by _connect_failed
         with self._lock:

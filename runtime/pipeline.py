@@ -1,7 +1,8 @@
-"""A camera pipeline: source → preprocess → model → postprocess → rules → sinks, on one thread.
+"""A camera pipeline: source → preprocess → model → postprocess → rules → sinks.
 
-Capture runs on the source's own thread with latest-frame semantics, so inference never works on
-a stale frame; this thread takes the newest frame each time it is free.
+Capture runs on the source's own thread with latest-frame semantics; the pipeline adds a prepare
+thread (newest frame → tensor) and an infer thread, so a stale frame is never inferred when a
+newer one exists, and preprocessing overlaps inference.
 """
 
 from __future__ import annotations
@@ -14,10 +15,14 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+from numpy.typing import NDArray
+
 from runtime.errors import EdgewatchError
 from runtime.messages import Alert, Frame, Inference, RuleEvent, StageTimes
 from runtime.model import LoadedModel
 from runtime.processing.postprocess.base import Postprocessor
+from runtime.processing.preprocess import Geometry
 from runtime.ratelimit import RateLimitedLog
 from runtime.rules.base import Rule
 from runtime.sinks.base import Sink
@@ -66,18 +71,79 @@ class AlertFactory:
 @dataclass(slots=True)
 class PipelineStats:
     frames_processed: int = 0
+    frames_dropped: int = 0
     frame_errors: int = 0
     alerts: int = 0
     sink_errors: int = 0
     last_error: str | None = None
     errors_by_stage: dict[str, int] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def count_error(self, stage: str, exc: BaseException) -> None:
-        self.errors_by_stage[stage] = self.errors_by_stage.get(stage, 0) + 1
-        self.last_error = f"{stage}: {exc}"
+        with self._lock:
+            self.errors_by_stage[stage] = self.errors_by_stage.get(stage, 0) + 1
+            self.last_error = f"{stage}: {exc}"
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A frame with its model input tensor, ready for inference."""
+
+    frame: Frame
+    tensor: NDArray[np.generic]
+    geometry: Geometry
+    dequeued_mono_ns: int
+    preprocessed_mono_ns: int
+
+
+class Handoff:
+    """One slot between the prepare and inference threads.
+
+    Lossy (live sources): a newer prepared frame replaces an unread one, which is counted as
+    dropped, so inference always takes the newest. Lossless (files at ``pace: max``): the producer
+    waits for the slot to empty, so every frame is inferred.
+    """
+
+    def __init__(self, lossless: bool) -> None:
+        self.lossless = lossless
+        self._cond = threading.Condition()
+        self._item: Prepared | None = None
+        self._closed = False
+
+    def put(self, item: Prepared, stop: threading.Event) -> bool:
+        """Place ``item``; True if it replaced an unread item (a drop)."""
+        with self._cond:
+            while self.lossless and self._item is not None and not stop.is_set():
+                self._cond.wait(0.1)
+            dropped = self._item is not None
+            self._item = item
+            self._cond.notify_all()
+        return dropped
+
+    def take(self, timeout_s: float) -> Prepared | None:
+        with self._cond:
+            self._cond.wait_for(lambda: self._item is not None or self._closed, timeout_s)
+            item, self._item = self._item, None
+            self._cond.notify_all()
+            return item
+
+    def close(self) -> None:
+        """The producer is done; ``take`` returns at once from now on."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    @property
+    def finished(self) -> bool:
+        with self._cond:
+            return self._closed and self._item is None
 
 
 class FramePipeline:
+    """Two threads: *prepare* (read the newest frame, preprocess) and *infer* (model, decode,
+    rules, sinks), joined by a one-slot ``Handoff``. Preprocessing the next frame overlaps
+    inference on the current one, so on a multi-core device the model runs back to back."""
+
     def __init__(
         self,
         name: str,
@@ -98,30 +164,101 @@ class FramePipeline:
         self.stats = PipelineStats()
         self._log = RateLimitedLog(logger)
 
-    def run(self, stop: threading.Event, read_timeout_s: float = 0.5) -> None:
-        """Process frames until ``stop`` is set or a finite source ends."""
-        while not stop.is_set():
-            frame = self.source.read(read_timeout_s)
-            if frame is None:
-                if self.source.ended:
-                    logger.info(
-                        "pipeline %s: source ended after %d frames",
-                        self.name,
-                        self.stats.frames_processed,
-                    )
-                    return
-                continue
-            self.process(frame)
+    def run(
+        self,
+        stop: threading.Event,
+        read_timeout_s: float = 0.5,
+        stall_warning_s: float = 10.0,
+    ) -> None:
+        """Process frames until ``stop`` is set or a finite source ends (runs the infer stage
+        on the calling thread and the prepare stage on a thread of its own)."""
+        handoff = Handoff(lossless=self.source.lossless)
+        halt = threading.Event()  # set when the infer stage leaves, for whatever reason
+        preparer = threading.Thread(
+            target=self._prepare_loop,
+            args=(stop, halt, handoff, read_timeout_s, stall_warning_s),
+            name=f"prepare-{self.name}",
+            daemon=True,
+        )
+        preparer.start()
+        try:
+            while not stop.is_set():
+                item = handoff.take(read_timeout_s)
+                if item is not None:
+                    self.infer(item)
+                elif handoff.finished:
+                    break
+        finally:
+            halt.set()
+            preparer.join(timeout=5.0)
+        if self.source.ended:
+            logger.info(
+                "pipeline %s: source ended after %d frames", self.name, self.stats.frames_processed
+            )
+
+    def _prepare_loop(
+        self,
+        stop: threading.Event,
+        halt: threading.Event,
+        handoff: Handoff,
+        read_timeout_s: float,
+        stall_warning_s: float,
+    ) -> None:
+        """Read and preprocess the newest frame. When no frame arrives for ``stall_warning_s``
+        say so (rate-limited) with the source's state and last error: never a silent stall."""
+        last_frame = time.monotonic()
+        try:
+            while not stop.is_set() and not halt.is_set():
+                frame = self.source.read(read_timeout_s)
+                if frame is None:
+                    if self.source.ended:
+                        return
+                    self._warn_if_stalled(time.monotonic() - last_frame, stall_warning_s)
+                    continue
+                last_frame = time.monotonic()
+                prepared = self.prepare(frame)
+                if prepared is not None and handoff.put(prepared, halt):
+                    self.stats.frames_dropped += 1
+        finally:
+            handoff.close()
+
+    def _warn_if_stalled(self, waited_s: float, stall_warning_s: float) -> None:
+        if waited_s < stall_warning_s:
+            return
+        status = self.source.status()
+        self._log.log(
+            logging.WARNING,
+            "stall",
+            "pipeline %s: no frame from %s for %.0f s (source %s, last error: %s)",
+            self.name,
+            status.name,
+            waited_s,
+            status.state,
+            status.last_error or "none",
+        )
 
     def process(self, frame: Frame) -> list[Alert]:
-        """Run one frame through every stage; a failing frame is counted and logged, not fatal."""
+        """Both stages for one frame, on the calling thread."""
+        prepared = self.prepare(frame)
+        return [] if prepared is None else self.infer(prepared)
+
+    def prepare(self, frame: Frame) -> Prepared | None:
         dequeued = time.monotonic_ns()
         try:
             tensor, geometry = self.model.preprocessor(frame.image)
-            preprocessed = time.monotonic_ns()
-            outputs = self.model.infer(tensor)
+        except (EdgewatchError, ValueError, ArithmeticError) as exc:
+            self._frame_failed("preprocess", frame, exc)
+            return None
+        return Prepared(frame, tensor, geometry, dequeued, time.monotonic_ns())
+
+    def infer(self, item: Prepared) -> list[Alert]:
+        """Model, decoder and rules for one prepared frame; a failure is counted, not fatal."""
+        frame = item.frame
+        started = time.monotonic_ns()
+        try:
+            outputs = self.model.infer(item.tensor)
             inferred = time.monotonic_ns()
-            classes, detections = self.postprocessor.decode(list(outputs), geometry)
+            classes, detections = self.postprocessor.decode(list(outputs), item.geometry)
             inference = Inference(self.name, frame, self.model.info, classes, detections)
             events = [
                 e
@@ -129,25 +266,35 @@ class FramePipeline:
                 for e in rule.evaluate(inference, frame.captured_mono_ns)
             ]
         except (EdgewatchError, ValueError, ArithmeticError) as exc:
-            self.stats.frame_errors += 1
-            self.stats.count_error("inference", exc)
-            self._log.log(
-                logging.WARNING,
-                "infer",
-                "pipeline %s: frame %d failed: %s",
-                self.name,
-                frame.seq,
-                exc,
-            )
+            self._frame_failed("inference", frame, exc)
             return []
+        # time spent waiting in the handoff slot counts as queueing, not preprocessing
+        waited = started - item.preprocessed_mono_ns
         times = StageTimes(
-            frame.captured_mono_ns, dequeued, preprocessed, inferred, time.monotonic_ns()
+            frame.captured_mono_ns,
+            item.dequeued_mono_ns + waited,
+            item.preprocessed_mono_ns + waited,
+            inferred,
+            time.monotonic_ns(),
         )
         self.stats.frames_processed += 1
         alerts = [self.alerts.make(self.name, e, inference, times) for e in events]
         for alert in alerts:
             self._deliver(alert)
         return alerts
+
+    def _frame_failed(self, stage: str, frame: Frame, exc: Exception) -> None:
+        self.stats.frame_errors += 1
+        self.stats.count_error(stage, exc)
+        self._log.log(
+            logging.WARNING,
+            stage,
+            "pipeline %s: %s of frame %d failed: %s",
+            self.name,
+            stage,
+            frame.seq,
+            exc,
+        )
 
     def _deliver(self, alert: Alert) -> None:
         self.stats.alerts += 1
@@ -178,6 +325,7 @@ class FramePipeline:
                 "active": backend.active_providers,
             },
             "frames_processed": self.stats.frames_processed,
+            "frames_dropped": self.stats.frames_dropped,
             "frame_errors": self.stats.frame_errors,
             "errors_by_stage": dict(self.stats.errors_by_stage),
             "alerts": self.stats.alerts,

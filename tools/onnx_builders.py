@@ -66,19 +66,44 @@ def mlp_classifier_onnx(
     *,
     input_hw: tuple[int, int],
     pool: int,
+    colour_w: NDArray[np.floating] | None = None,
+    colour_b: NDArray[np.floating] | None = None,
     input_name: str = "image",
     output_name: str = "probs",
 ) -> onnx.ModelProto:
     """``image`` [1,3,H,W] → AveragePool(pool) → Flatten → Gemm(w1,b1) → Relu → Gemm(w2,b2) →
     Softmax → ``probs`` [1,C].
 
-    ``w1`` is [3*(H/pool)*(W/pool), hidden] over the pooled tensor flattened in C,H,W order,
-    ``w2`` is [hidden, C].
+    With ``colour_w`` [F,3] (and ``colour_b`` [F]) a per-pixel colour stage, 1x1 Conv → Relu,
+    comes first, so a small bright object still shows after pooling. ``w1`` is
+    [F*(H/pool)*(W/pool), hidden] over the pooled map flattened in C,H,W order (F = 3 without the
+    colour stage), ``w2`` is [hidden, C].
     """
     h, w = input_hw
     if pool < 1 or h % pool or w % pool:
         raise ValueError(f"pool {pool} must be >= 1 and divide the input size {h}x{w}")
-    n_in = 3 * (h // pool) * (w // pool)
+    inits: list[onnx.TensorProto] = []
+    nodes: list[onnx.NodeProto] = []
+    pool_input = input_name
+    channels = 3
+    if colour_w is not None:
+        cw = np.asarray(colour_w)
+        if cw.ndim != 2 or cw.shape[1] != 3:
+            raise ValueError(f"colour_w: expected shape [F, 3], got {cw.shape}")
+        channels = cw.shape[0]
+        cb = np.zeros(channels) if colour_b is None else colour_b
+        inits.append(
+            _init("colour.w", _f32(cw, "colour_w", (channels, 3)).reshape(channels, 3, 1, 1))
+        )
+        inits.append(_init("colour.b", _f32(cb, "colour_b", (channels,))))
+        nodes.append(
+            helper.make_node(
+                "Conv", [input_name, "colour.w", "colour.b"], ["colour_pre"], kernel_shape=[1, 1]
+            )
+        )
+        nodes.append(helper.make_node("Relu", ["colour_pre"], ["colour"]))
+        pool_input = "colour"
+    n_in = channels * (h // pool) * (w // pool)
     w1a = np.asarray(w1)
     if w1a.ndim != 2:
         raise ValueError(f"w1: expected a 2-D [{n_in}, hidden] array, got shape {w1a.shape}")
@@ -87,15 +112,15 @@ def mlp_classifier_onnx(
     if w2a.ndim != 2:
         raise ValueError(f"w2: expected a 2-D [{hidden}, classes] array, got shape {w2a.shape}")
     classes = w2a.shape[1]
-    inits = [
+    inits += [
         _init("w1", _f32(w1, "w1", (n_in, hidden))),
         _init("b1", _f32(b1, "b1", (hidden,))),
         _init("w2", _f32(w2, "w2", (hidden, classes))),
         _init("b2", _f32(b2, "b2", (classes,))),
     ]
-    nodes = [
+    nodes += [
         helper.make_node(
-            "AveragePool", [input_name], ["pooled"], kernel_shape=[pool, pool], strides=[pool, pool]
+            "AveragePool", [pool_input], ["pooled"], kernel_shape=[pool, pool], strides=[pool, pool]
         ),
         helper.make_node("Flatten", ["pooled"], ["flat"], axis=1),
         helper.make_node("Gemm", ["flat", "w1", "b1"], ["hidden_pre"]),
@@ -110,15 +135,49 @@ def mlp_classifier_onnx(
         [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, [1, classes])],
         initializer=inits,
     )
-    return _finish(graph, "pooled-pixel MLP classifier trained with numpy (tools.demo_models)")
+    return _finish(graph, "pooled-colour MLP classifier trained with numpy (tools.demo_models)")
 
 
-def pooled_features(tensor: NDArray[np.floating], pool: int) -> NDArray[np.float64]:
-    """What the classifier graph feeds its first Gemm: [N,3,H,W] → [N, 3*(H/pool)*(W/pool)]."""
-    x = np.asarray(tensor, dtype=np.float64)
+def pooled_features(
+    tensor: NDArray[np.floating],
+    pool: int,
+    colour_w: NDArray[np.floating] | None = None,
+    colour_b: NDArray[np.floating] | None = None,
+) -> NDArray[np.float64]:
+    """What the classifier graph feeds its first Gemm: [N,3,H,W] → [N, F*(H/pool)*(W/pool)]."""
+    x = np.asarray(tensor)
+    if colour_w is None:
+        pooled = _avg_pool(x.astype(np.float64), pool)
+    else:
+        cb = np.zeros(len(colour_w)) if colour_b is None else colour_b
+        pooled = colour_pool(x, colour_w, cb, pool)
+    return np.asarray(pooled.reshape(len(x), -1), dtype=np.float64)
+
+
+def _avg_pool(x: NDArray[np.float64], pool: int) -> NDArray[np.float64]:
     n, c, h, w = x.shape
-    pooled = x.reshape(n, c, h // pool, pool, w // pool, pool).mean(axis=(3, 5))
-    return np.asarray(pooled.reshape(n, -1), dtype=np.float64)
+    out = x.reshape(n, c, h // pool, pool, w // pool, pool).mean(axis=(3, 5))
+    return np.asarray(out, dtype=np.float64)
+
+
+def colour_pool(
+    tensor: NDArray[np.floating],
+    colour_w: NDArray[np.floating],
+    colour_b: NDArray[np.floating],
+    pool: int,
+    batch: int = 128,
+) -> NDArray[np.float64]:
+    """1x1 Conv → Relu → AveragePool(pool) in numpy, as the graphs compute it:
+    [N,3,H,W] → [N,F,H/pool,W/pool] (in batches, to bound memory)."""
+    x = np.asarray(tensor)
+    w = np.asarray(colour_w, np.float64)
+    b = np.asarray(colour_b, np.float64)[None, :, None, None]
+    parts = []
+    for i in range(0, len(x), batch):
+        f = np.einsum("fc,nchw->nfhw", w, x[i : i + batch].astype(np.float64)) + b
+        np.maximum(f, 0.0, out=f)
+        parts.append(_avg_pool(f, pool))
+    return np.concatenate(parts) if parts else np.zeros((0, len(w), 0, 0))
 
 
 # --------------------------------------------------------------------------- MobileNetV2
@@ -348,19 +407,3 @@ def grid_detector_onnx(
         initializer=inits,
     )
     return _finish(graph, "grid-anchor hazard detector, logistic objectness trained with numpy")
-
-
-def cell_features(
-    tensor: NDArray[np.floating],
-    feature_w: NDArray[np.floating],
-    feature_b: NDArray[np.floating],
-    stride: int,
-) -> NDArray[np.float64]:
-    """What the detector graph feeds its head: [N,3,S,S] → [N,F,G,G] pooled Relu features."""
-    x = np.asarray(tensor, dtype=np.float64)
-    n, _, s, _ = x.shape
-    f = np.einsum("fc,nchw->nfhw", np.asarray(feature_w, np.float64), x)
-    f += np.asarray(feature_b, np.float64)[None, :, None, None]
-    np.maximum(f, 0.0, out=f)
-    g = s // stride
-    return np.asarray(f.reshape(n, -1, g, stride, g, stride).mean(axis=(3, 5)), np.float64)

@@ -37,7 +37,7 @@ DEFAULT_SEGMENTS: tuple[tuple[SceneKind, float], ...] = (
 )
 
 _EFFECT_SCALE = 4  # smoke and flames are computed at 1/4 resolution, then upsampled
-_BoxColor = tuple[int, int, int]
+_BGR = tuple[int, int, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +45,7 @@ class CardboardBox:
     x0: float  # left edge at t=0, frame pixels
     width: int
     height: int
-    color: _BoxColor  # BGR of the front face
+    color: _BGR  # BGR of the front face
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +116,7 @@ class Hazard:
     y: float
     width_px: float
     height_px: float
-    color: _BoxColor
+    color: _BGR
     angle: float  # spill rotation, degrees
     blobs: tuple[tuple[float, float, float], ...]  # spill lobes: dx, dy (fractions), radius
 
@@ -155,9 +155,9 @@ def sample_layout(rng: np.random.Generator, width: int = 640, height: int = 480)
         bh = int(bw * rng.uniform(0.5, 0.95))
         tone = rng.uniform(0.8, 1.15)
         color = (
-            int(np.clip(70 * tone + rng.uniform(-10, 10), 0, 255)),
-            int(np.clip(125 * tone + rng.uniform(-10, 10), 0, 255)),
-            int(np.clip(175 * tone + rng.uniform(-12, 12), 0, 255)),
+            int(np.clip(85 * tone + rng.uniform(-8, 8), 0, 255)),
+            int(np.clip(130 * tone + rng.uniform(-8, 8), 0, 255)),
+            int(np.clip(168 * tone + rng.uniform(-8, 8), 0, 255)),
         )
         x0 = span * (i + rng.uniform(0.0, 0.6)) / n_boxes
         boxes.append(CardboardBox(x0=x0, width=bw, height=bh, color=color))
@@ -561,10 +561,10 @@ def sample_hazard(rng: np.random.Generator, layout: Layout) -> Hazard:
 
 def _hazard_mask(
     hazard: Hazard, width: int, height: int
-) -> tuple[NDArray[np.uint8], list[tuple[NDArray[np.int32], _BoxColor]]]:
+) -> tuple[NDArray[np.uint8], list[tuple[NDArray[np.int32], _BGR]]]:
     """The hazard's pixel mask and the coloured polygons/ellipses that draw it."""
     mask = np.zeros((height, width), np.uint8)
-    parts: list[tuple[NDArray[np.int32], _BoxColor]] = []
+    parts: list[tuple[NDArray[np.int32], _BGR]] = []
     x, y, cw, ch = hazard.x, hazard.y, hazard.width_px, hazard.height_px
     if hazard.kind == "cone":
         base_h = max(2.0, 0.1 * ch)
@@ -689,6 +689,18 @@ def write_demo_video(
         raise ValueError(f"fps must be > 0, got {fps}")
     if not segments:
         raise ValueError("segments must not be empty")
+    counts = []
+    for kind, seconds in segments:
+        if kind not in SCENE_KINDS:
+            raise ValueError(
+                f"unknown scene kind {kind!r} in segments; expected one of: {', '.join(SCENE_KINDS)}"
+            )
+        n = round(seconds * fps)
+        if n < 1:
+            raise ValueError(
+                f"segment ({kind!r}, {seconds}) is shorter than one frame at {fps} fps"
+            )
+        counts.append(n)
     rng = np.random.default_rng(seed)
     layout = sample_layout(rng, width, height)
     writer = cv2.VideoWriter(
@@ -699,12 +711,7 @@ def write_demo_video(
     result: list[tuple[int, int, SceneKind]] = []
     frame = 0
     try:
-        for kind, seconds in segments:
-            n = round(seconds * fps)
-            if n < 1:
-                raise ValueError(
-                    f"segment ({kind!r}, {seconds}) is shorter than one frame at {fps} fps"
-                )
+        for (kind, _), n in zip(segments, counts, strict=True):
             effect = sample_effect(kind, rng, layout)
             for _ in range(n):
                 writer.write(draw_scene(layout, effect, frame / fps, rng))

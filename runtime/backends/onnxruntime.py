@@ -65,6 +65,11 @@ class OrtBackendConfig(PluginConfig):
     intra_op_threads: int = Field(1, ge=0, description="0 lets onnxruntime choose")
     inter_op_threads: int = Field(1, ge=0, description="0 lets onnxruntime choose")
     graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
+    allow_spinning: bool = Field(
+        False,
+        description="let idle onnxruntime worker threads spin; off by default because spinning "
+        "threads steal the cores that capture and preprocessing need on a small device",
+    )
 
 
 @BACKENDS.register("onnxruntime")
@@ -101,7 +106,7 @@ class OrtBackend(Backend):
             )
         if CPU not in chosen:
             chosen.append(CPU)
-        options = _session_options(config)
+        options = session_options(config)
         providers = [(p, config.provider_options.get(p, {})) for p in chosen]
         try:
             session = ort.InferenceSession(str(model_path), options, providers=providers)
@@ -153,12 +158,16 @@ class OrtBackend(Backend):
         return outputs
 
 
-def _session_options(config: OrtBackendConfig) -> ort.SessionOptions:
+def session_options(config: OrtBackendConfig) -> ort.SessionOptions:
+    """The session options edgewatch uses for ``config`` (benchmarks build identical sessions)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = config.intra_op_threads
     options.inter_op_num_threads = config.inter_op_threads
     options.graph_optimization_level = _OPT_LEVELS[config.graph_optimization]
     options.log_severity_level = 3  # errors only; our own logs say what matters
+    spin = "1" if config.allow_spinning else "0"
+    options.add_session_config_entry("session.intra_op.allow_spinning", spin)
+    options.add_session_config_entry("session.inter_op.allow_spinning", spin)
     return options
 
 

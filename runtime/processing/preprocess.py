@@ -58,9 +58,12 @@ class Preprocessor:
         resized, geometry = self._resize(image)
         if self.spec.color == "RGB":
             resized = np.asarray(cv2.cvtColor(resized, cv2.COLOR_BGR2RGB), dtype=np.uint8)
-        tensor = self._normalise(resized)
         if self.spec.layout == "NCHW":
-            tensor = np.ascontiguousarray(tensor.transpose(2, 0, 1))
+            # planar uint8 first (cheap), so the float maths runs on contiguous channel planes
+            planar = np.ascontiguousarray(resized.transpose(2, 0, 1))
+            tensor = self._normalise(planar, self._mul[:, None, None], self._add[:, None, None])
+        else:
+            tensor = self._normalise(resized, self._mul, self._add)
         return tensor[np.newaxis], geometry
 
     def _resize(self, image: NDArray[np.uint8]) -> tuple[NDArray[np.uint8], Geometry]:
@@ -83,13 +86,16 @@ class Preprocessor:
         out = cv2.resize(image, (self.width, self.height), interpolation=interp)
         return np.asarray(out, dtype=np.uint8)
 
-    def _normalise(self, image: NDArray[np.uint8]) -> NDArray[np.generic]:
+    def _normalise(
+        self, image: NDArray[np.uint8], mul: NDArray[np.float32], add: NDArray[np.float32]
+    ) -> NDArray[np.generic]:
         dtype = self.spec.dtype
         if dtype == "uint8" and self._quant is None:
             return image
         x = image.astype(np.float32)
         if not self._identity:
-            x = x * self._mul + self._add
+            x *= mul
+            x += add
         if self._quant is not None:
             scale, zp = self._quant
             info = np.iinfo(np.int8 if dtype == "int8" else np.uint8)

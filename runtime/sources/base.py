@@ -61,5 +61,11 @@ class FrameSource(abc.ABC):
     @abc.abstractmethod
     def status(self) -> SourceStatus: ...
 
+    @property
+    def lossless(self) -> bool:
+        """True when every frame must be processed (a file read as fast as possible): the
+        pipeline then applies back-pressure instead of dropping frames."""
+        return False
+
 
 SOURCES: Registry[type[FrameSource]] = Registry("source")

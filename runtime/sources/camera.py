@@ -493,6 +493,10 @@ class CameraSource(FrameSource):
             )
 
     @property
+    def lossless(self) -> bool:
+        return self.kind == "path" and self.config.pace == "max" and not self.config.live
+
+    @property
     def decode_errors(self) -> int:
         """Frames (folder images) skipped because they could not be decoded."""
         with self._cond:
@@ -661,7 +665,7 @@ class CameraSource(FrameSource):
         """Under ``pace: max`` a file is decoded only as fast as the reader takes frames, so none
         are dropped (decoding ahead just to drop would waste the CPU the model needs); every other
         source goes on capturing. False if stopped meanwhile."""
-        if self.kind != "path" or self.config.pace != "max":
+        if not self.lossless:
             return True
         with self._cond:
             while self._slot is not None:

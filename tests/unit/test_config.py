@@ -223,3 +223,8 @@ def test_any_shape_of_section_gives_config_errors_not_crashes(
         load_config(path, {})
     except ConfigErrors as exc:
         assert exc.problems and all(": line " in p for p in exc.problems)
+
+
+def test_published_config_schema_is_current() -> None:
+    published = json.loads((REPO / "docs" / "device-config.schema.json").read_text())
+    assert published == json_schema(), "run: edgewatch schema --output docs/device-config.schema.json"
