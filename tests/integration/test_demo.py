@@ -36,7 +36,12 @@ def test_demo_config_alerts_on_fire_and_smoke_only(
     }
     result = subprocess.run(
         [sys.executable, "-m", "runtime", "run", "firmware_configs/demo.yaml", "--duration", "60"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     assert "every pipeline has finished" in result.stderr

@@ -227,4 +227,6 @@ def test_any_shape_of_section_gives_config_errors_not_crashes(
 
 def test_published_config_schema_is_current() -> None:
     published = json.loads((REPO / "docs" / "device-config.schema.json").read_text())
-    assert published == json_schema(), "run: edgewatch schema --output docs/device-config.schema.json"
+    assert published == json_schema(), (
+        "run: edgewatch schema --output docs/device-config.schema.json"
+    )

@@ -19,11 +19,24 @@ CONTEXT = SinkContext(device_id="gw", topic_prefix="ew", mqtt=None)
 
 def alert(seq: int) -> Alert:
     return Alert(
-        alert_id=f"id-{seq}", seq=seq, boot_id="boot", device_id="gw", pipeline="line1",
-        rule="fire", state="raised", severity="critical", ts_ns=1_700_000_000_000_000_000,
-        model=ModelInfo("m", "1", "0" * 64), label="fire", score=0.93, bbox=None,
-        source="cam", frame_seq=7, captured_at_ns=1_700_000_000_000_000_000,
-        captured_mono_ns=0, latency_ms={"total": 1.0},
+        alert_id=f"id-{seq}",
+        seq=seq,
+        boot_id="boot",
+        device_id="gw",
+        pipeline="line1",
+        rule="fire",
+        state="raised",
+        severity="critical",
+        ts_ns=1_700_000_000_000_000_000,
+        model=ModelInfo("m", "1", "0" * 64),
+        label="fire",
+        score=0.93,
+        bbox=None,
+        source="cam",
+        frame_seq=7,
+        captured_at_ns=1_700_000_000_000_000_000,
+        captured_mono_ns=0,
+        latency_ms={"total": 1.0},
     )
 
 
