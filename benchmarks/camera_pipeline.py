@@ -149,10 +149,20 @@ class RuleChoice:
 
 
 def write_config(
-    path: Path, *, port: int, bundle: Path, video: Path, threads: int, rule: RuleChoice | None
+    path: Path,
+    *,
+    port: int,
+    bundle: Path,
+    video: Path,
+    threads: int,
+    rule: RuleChoice | None,
+    live_fps: float | None = None,
 ) -> LoadedConfig:
     """Write the device config and load it the way ``edgewatch run`` does."""
     label, raise_score = ("*", 1.0) if rule is None else (rule.label, rule.raise_score)
+    source: dict[str, Any] = {"type": "camera", "uri": str(video), "pace": "max"}
+    if live_fps is not None:  # played like a live camera: latest-frame semantics, real time
+        source = {"type": "camera", "uri": str(video), "pace": "native", "fps": live_fps}
     config = {
         "device": {"id": DEVICE_ID},
         "mqtt": {
@@ -171,7 +181,7 @@ def write_config(
         "pipelines": [
             {
                 "name": PIPELINE,
-                "source": {"type": "camera", "uri": str(video), "pace": "max"},
+                "source": source,
                 "model": MODEL_KEY,
                 "rules": {
                     "scene-flip": {
@@ -482,6 +492,10 @@ ROWS: tuple[tuple[str, str, str], ...] = (
     ("d_dropped", "(d) frames dropped by the source", "count"),
     ("e_fps", "(e) ref: decode+preprocess thread -> run", "frames/s"),
     ("e_over_a", "e / a", "ratio"),
+    ("f_fps", "(f) edgewatch, file played as a live camera", "frames/s"),
+    ("f_p50_ms", "(f) capture->PUBACK p50 at live pace", "ms"),
+    ("f_p99_ms", "(f) capture->PUBACK p99 at live pace", "ms"),
+    ("f_dropped", "(f) frames dropped (latest-frame)", "count"),
     ("load_1m", "1-min load average after the run", "load"),
 )
 TARGETS = {"d_over_min_ab": TARGET_VS_MIN_AB, "d_over_c": TARGET_VS_NAIVE}
@@ -540,6 +554,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--models", type=Path, default=REPO / "models", help="bundle root (default: models/)"
     )
+    parser.add_argument(
+        "--live-fps",
+        type=float,
+        default=30.0,
+        help="also run edgewatch with the file played as a live camera at this rate, for "
+        "capture->PUBACK latency without back-pressure queueing (30; 0 skips it)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="save the results here")
     parser.add_argument("--log-level", default="WARNING", help="runtime log level (WARNING)")
     args = parser.parse_args(argv)
@@ -574,14 +595,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         with MosquittoBroker(work / "broker") as broker:
             config_path = work / "device.yaml"
 
-            def configure(rule: RuleChoice | None) -> LoadedConfig:
+            def configure(rule: RuleChoice | None, live_fps: float | None = None) -> LoadedConfig:
                 return write_config(
-                    config_path,
+                    config_path if live_fps is None else work / "device-live.yaml",
                     port=broker.port,
                     bundle=bundle,
                     video=video,
                     threads=args.threads,
                     rule=rule,
+                    live_fps=live_fps,
                 )
 
             calibration = open_session(
@@ -595,6 +617,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"(margin {rule.margin:.5f}); expect {rule.expected_alerts} alerts per run"
             )
             loaded = configure(rule)  # (a) and (c) use the backend settings App gets from this
+            live = configure(rule, live_fps=args.live_fps)
             backend = backend_config(loaded)
             session = open_session(bundle / manifest.file, backend, tensors[0])
             publisher = NaivePublisher(broker.port)
@@ -607,6 +630,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     c, c_lat = bench_naive(video, preprocessor, session, publisher)
                     d = bench_edgewatch(loaded, args.frames)
                     e = bench_overlapped(video, preprocessor, session)
+                    f = bench_edgewatch(live, args.frames) if args.live_fps else None
                     if d.frames != decoded or d.frame_errors or d.alerts != rule.expected_alerts:
                         progress(
                             f"  warning: edgewatch processed {d.frames}/{decoded} frames, "
@@ -632,6 +656,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "d_dropped": float(d.dropped),
                         "e_fps": e,
                         "e_over_a": ratio(e, a),
+                        **(
+                            {}
+                            if f is None
+                            else {
+                                "f_fps": f.fps,
+                                "f_p50_ms": p50(f.latencies_ms),
+                                "f_p99_ms": p99(f.latencies_ms),
+                                "f_dropped": float(f.dropped),
+                            }
+                        ),
                         "load_1m": os.getloadavg()[0],
                     }
 
