@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Protocol
@@ -51,7 +52,7 @@ def resolve_config_path(value: str, info: ValidationInfo) -> str:
     base = (info.context or {}).get("base_dir")
     if base is None or "://" in value or Path(value).is_absolute():
         return value
-    return str(Path(base) / value)
+    return os.path.normpath(Path(base) / value)
 
 
 ConfigPath = Annotated[str, AfterValidator(resolve_config_path)]
