@@ -19,28 +19,35 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from tools.demo_models import build_demo_classifier, build_demo_detector
 from tools.mosquitto import BrokerError, MosquittoBroker, free_port
+from tools.scenes import write_demo_video, write_dock_video
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "firmware_configs" / "demo.yaml"
 VIDEO = REPO / "build" / "demo" / "line1.mp4"
+DOCK_VIDEO = REPO / "build" / "demo" / "dock.mp4"
 CLASSIFIER = REPO / "models" / "demo-hazard-classifier" / "1.0.0"
+DETECTOR = REPO / "models" / "demo-hazard-detector" / "1.0.0"
 
 
 def ensure_assets() -> None:
     if not (CLASSIFIER / "manifest.json").is_file():
-        from tools.demo_models import build_demo_classifier
-
-        print(f"building the demo model into {CLASSIFIER.parent} ...", flush=True)
+        print(f"building the demo classifier into {CLASSIFIER.parent} ...", flush=True)
         build_demo_classifier(REPO / "models")
+    if not (DETECTOR / "manifest.json").is_file():
+        print(f"building the demo detector into {DETECTOR.parent} ...", flush=True)
+        build_demo_detector(REPO / "models")
+    VIDEO.parent.mkdir(parents=True, exist_ok=True)
     if not VIDEO.is_file():
-        from tools.scenes import write_demo_video
-
-        print(f"rendering the demo camera video {VIDEO} ...", flush=True)
-        VIDEO.parent.mkdir(parents=True, exist_ok=True)
-        segments = write_demo_video(VIDEO)
-        for first, last, kind in segments:
+        print(f"rendering the packing-line camera {VIDEO} ...", flush=True)
+        for first, last, kind in write_demo_video(VIDEO):
             print(f"  frames {first:3d}-{last:3d}: {kind}")
+    if not DOCK_VIDEO.is_file():
+        print(f"rendering the loading-dock camera {DOCK_VIDEO} ...", flush=True)
+        for first, last, dock_kind, box in write_dock_video(DOCK_VIDEO):
+            where = "" if box is None else f" at {[round(v) for v in box]}"
+            print(f"  frames {first:3d}-{last:3d}: {dock_kind}{where}")
 
 
 class AlertPrinter:

@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Literal, TypeVar, get_args
 
 import cv2
 import numpy as np
@@ -683,40 +683,97 @@ def write_demo_video(
     Returns (first_frame, last_frame, kind) per segment, inclusive frame indices, and writes the
     same list with the video's fps/size/seed to ``<video stem>.labels.json`` next to it.
     """
-    path = Path(path)
-    width, height = size
-    if fps <= 0:
-        raise ValueError(f"fps must be > 0, got {fps}")
-    if not segments:
-        raise ValueError("segments must not be empty")
-    counts = []
-    for kind, seconds in segments:
+    for kind, _ in segments:
         if kind not in SCENE_KINDS:
             raise ValueError(
                 f"unknown scene kind {kind!r} in segments; expected one of: {', '.join(SCENE_KINDS)}"
             )
-        n = round(seconds * fps)
+    rng = np.random.default_rng(seed)
+    layout = sample_layout(rng, *size)
+
+    def frames(kind: SceneKind, first: int, n: int) -> Iterator[NDArray[np.uint8]]:
+        effect = sample_effect(kind, rng, layout)
+        for i in range(first, first + n):
+            yield draw_scene(layout, effect, i / fps, rng)
+
+    written = _write_video(path, fps, size, seed, segments, frames)
+    return [(a, b, kind) for a, b, kind, _ in written]
+
+
+DockKind = Literal["clear", "hazard"]
+DEFAULT_DOCK_SEGMENTS: tuple[tuple[DockKind, float], ...] = (
+    ("clear", 3.0),
+    ("hazard", 4.0),
+    ("clear", 3.0),
+    ("hazard", 4.0),
+    ("clear", 2.0),
+)
+
+
+def write_dock_video(
+    path: Path,
+    fps: float = 10,
+    segments: Sequence[tuple[DockKind, float]] = DEFAULT_DOCK_SEGMENTS,
+    size: tuple[int, int] = (640, 480),
+    seed: int = 1,
+) -> list[tuple[int, int, DockKind, BoxXYXY | None]]:
+    """An mp4 of a loading dock floor where a hazard (cone or spill) lies during each ``hazard``
+    segment. Returns (first_frame, last_frame, kind, hazard box or None) per segment and writes
+    the sidecar ``<video stem>.labels.json``."""
+    rng = np.random.default_rng(seed)
+    layout = sample_layout(rng, *size)
+    boxes: dict[int, BoxXYXY | None] = {}
+
+    def frames(kind: DockKind, first: int, n: int) -> Iterator[NDArray[np.uint8]]:
+        hazards = [sample_hazard(rng, layout)] if kind == "hazard" else []
+        boxes[first] = hazard_box(hazards[0], *size) if hazards else None
+        for i in range(first, first + n):
+            yield draw_scene(layout, None, i / fps, rng, hazards=hazards, shake=False)
+
+    written = _write_video(path, fps, size, seed, segments, frames, boxes)
+    return [(a, b, kind, boxes[a]) for a, b, kind, _ in written]
+
+
+K = TypeVar("K", bound=str)
+
+
+def _write_video(
+    path: Path,
+    fps: float,
+    size: tuple[int, int],
+    seed: int,
+    segments: Sequence[tuple[K, float]],
+    frames: Callable[[K, int, int], Iterator[NDArray[np.uint8]]],
+    boxes: Mapping[int, BoxXYXY | None] | None = None,
+) -> list[tuple[int, int, K, int]]:
+    """Write segments of (kind, seconds) with ``frames(kind, first_index, count)``, then the
+    sidecar labels file. Returns (first, last, kind, count) per segment."""
+    path = Path(path)
+    width, height = size
+    _check_size(width, height)
+    if fps <= 0:
+        raise ValueError(f"fps must be > 0, got {fps}")
+    if not segments:
+        raise ValueError("segments must not be empty")
+    counts = [round(seconds * fps) for _, seconds in segments]
+    for (kind, seconds), n in zip(segments, counts, strict=True):
         if n < 1:
             raise ValueError(
                 f"segment ({kind!r}, {seconds}) is shorter than one frame at {fps} fps"
             )
-        counts.append(n)
-    rng = np.random.default_rng(seed)
-    layout = sample_layout(rng, width, height)
     writer = cv2.VideoWriter(
         str(path), cv2.VideoWriter.fourcc(*"mp4v"), float(fps), (width, height)
     )
     if not writer.isOpened():
         raise OSError(f"cv2.VideoWriter could not open {path} for mp4v at {width}x{height}")
-    result: list[tuple[int, int, SceneKind]] = []
-    frame = 0
+    result: list[tuple[int, int, K, int]] = []
+    first = 0
     try:
         for (kind, _), n in zip(segments, counts, strict=True):
-            effect = sample_effect(kind, rng, layout)
-            for _ in range(n):
-                writer.write(draw_scene(layout, effect, frame / fps, rng))
-                frame += 1
-            result.append((frame - n, frame - 1, kind))
+            for image in frames(kind, first, n):
+                writer.write(image)
+            result.append((first, first + n - 1, kind, n))
+            first += n
     finally:
         writer.release()
     sidecar = {
@@ -725,7 +782,7 @@ def write_demo_video(
         "width": width,
         "height": height,
         "seed": seed,
-        "frame_count": frame,
+        "frame_count": first,
         "segments": [
             {
                 "first_frame": a,
@@ -733,10 +790,11 @@ def write_demo_video(
                 "kind": k,
                 "start_s": a / fps,
                 "end_s": (b + 1) / fps,
+                **({} if boxes is None else {"box": boxes.get(a)}),
             }
-            for a, b, k in result
+            for a, b, k, _ in result
         ],
     }
     labels_path(path).write_text(json.dumps(sidecar, indent=2, sort_keys=True) + "\n")
-    logger.info("wrote demo video %s: %d frames, segments %s", path, frame, result)
+    logger.info("wrote video %s: %d frames, segments %s", path, first, result)
     return result
