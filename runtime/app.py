@@ -1,4 +1,4 @@
-"""Builds pipelines from a device config, starts and stops them. No business logic here."""
+"""Builds pipelines from a device config, starts, supervises and stops them."""
 
 from __future__ import annotations
 
@@ -9,16 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import runtime
-from runtime.config.base import PluginConfig
 from runtime.config.loader import LoadedConfig
+from runtime.config.schema import PipelineConfigBase
 from runtime.errors import EdgewatchError
 from runtime.model import LoadedModel
 from runtime.mqtt_link import MqttLink
 from runtime.pipeline import AlertFactory, FramePipeline
-from runtime.processing.postprocess.base import POSTPROCESSORS
-from runtime.rules.base import RULES
 from runtime.sinks.base import SINKS, Sink, SinkContext
-from runtime.sources.base import SOURCES
+from runtime.sources._backoff import Backoff
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +43,7 @@ class App:
         pipelines: list[FramePipeline],
         failed: list[FailedPipeline],
         alerts: AlertFactory,
+        models: list[LoadedModel],
         status_interval_s: float = 30.0,
     ) -> None:
         self.device_id = device_id
@@ -53,13 +52,16 @@ class App:
         self.pipelines = pipelines
         self.failed = failed
         self.alerts = alerts
+        self.models = models
         self.status_interval_s = status_interval_s
         self.started_at_ns = time.time_ns()
+        self.restarts: dict[str, int] = {}
         self._threads: dict[str, threading.Thread] = {}
         self._stop = threading.Event()
 
     @classmethod
     def from_config(cls, loaded: LoadedConfig) -> App:
+        """Build everything; a pipeline that can't be built is listed as failed, not fatal."""
         cfg = loaded.config
         link = None
         if cfg.mqtt is not None:
@@ -74,7 +76,7 @@ class App:
         )
         sinks = [SINKS.get(s.type).from_config(s, context) for s in cfg.sinks]
         alerts = AlertFactory(cfg.device.id)
-        models: dict[str, LoadedModel | str] = {}
+        models: dict[str, LoadedModel | EdgewatchError] = {}
         pipelines: list[FramePipeline] = []
         failed: list[FailedPipeline] = []
         for p in cfg.pipelines:
@@ -82,28 +84,22 @@ class App:
                 logger.info("pipeline %s is disabled in the config", p.name)
                 continue
             try:
-                model = models.get(p.model)
-                if model is None:
-                    ref = cfg.models[p.model]
-                    model = models[p.model] = _load_model(ref.bundle, ref.backend)
-                if isinstance(model, str):
-                    raise EdgewatchError(model)
-                post_cfg = p.postprocess or model.manifest.postprocess
-                postprocessor = POSTPROCESSORS.get(post_cfg.type).from_config(
-                    post_cfg, model.manifest.labels
-                )
-                rules = [(n, RULES.get(r.type).from_config(r, n)) for n, r in p.rules.items()]
-                source = SOURCES.get(p.source.type).from_config(p.source)  # type: ignore[attr-defined]
+                model = _model_for(p, loaded, models)
+                pipelines.append(FramePipeline.from_config(p, model, sinks, alerts))
             except EdgewatchError as exc:
-                if isinstance(exc, _ModelLoadFailed):
-                    models[p.model] = str(exc)
                 logger.error("pipeline %s cannot start: %s", p.name, exc)
                 failed.append(FailedPipeline(p.name, str(exc)))
-                continue
-            pipelines.append(
-                FramePipeline(p.name, source, model, postprocessor, rules, sinks, alerts)
-            )
-        return cls(cfg.device.id, link, sinks, pipelines, failed, alerts, cfg.status_interval_s)
+        loaded_models = [m for m in models.values() if isinstance(m, LoadedModel)]
+        return cls(
+            cfg.device.id,
+            link,
+            sinks,
+            pipelines,
+            failed,
+            alerts,
+            loaded_models,
+            cfg.status_interval_s,
+        )
 
     def status(self) -> dict[str, object]:
         return {
@@ -112,15 +108,17 @@ class App:
             "boot_id": self.alerts.boot_id,
             "version": runtime.__version__,
             "started_at_ns": self.started_at_ns,
-            "pipelines": [p.status() for p in self.pipelines] + [f.status() for f in self.failed],
-            "sinks": {type(s).__name__: s.status() for s in self.sinks},
+            "pipelines": [
+                {**p.status(), "restarts": self.restarts.get(p.name, 0)} for p in self.pipelines
+            ]
+            + [f.status() for f in self.failed],
+            "sinks": [{"type": type(s).__name__, **s.status()} for s in self.sinks],
             "mqtt": None if self.link is None else self.link.status(),
         }
 
     def start(self) -> None:
         """Start sinks, sources and pipeline threads. Raises StartupError if nothing can run."""
         if self.link is not None:
-            self.link.set_status(self.status())
             self.link.start()
         for sink in self.sinks:
             sink.start()
@@ -140,6 +138,7 @@ class App:
             )
             self._threads[pipeline.name] = thread
             thread.start()
+        self.publish_status()
         if not self._threads:
             reasons = "; ".join(f"{f.name}: {f.reason}" for f in self.failed) or "none configured"
             raise StartupError(f"no pipeline could start ({reasons})")
@@ -151,11 +150,20 @@ class App:
         )
 
     def _supervise(self, pipeline: FramePipeline) -> None:
-        try:
-            pipeline.run(self._stop)
-        except Exception as exc:
-            logger.exception("pipeline %s stopped on an unexpected error", pipeline.name)
-            pipeline.stats.count_error("crash", exc)
+        """Run a pipeline; if it dies on an unexpected error, report it and restart it with
+        backoff. Per-frame errors never get here: the pipeline counts them and goes on."""
+        backoff = Backoff(1.0, 60.0)
+        while not self._stop.is_set():
+            try:
+                pipeline.run(self._stop)
+                return
+            except Exception as exc:
+                logger.exception("pipeline %s stopped on an unexpected error", pipeline.name)
+                pipeline.stats.count_error("crash", exc)
+            self.restarts[pipeline.name] = self.restarts.get(pipeline.name, 0) + 1
+            delay = backoff.next_delay()
+            logger.warning("pipeline %s restarts in %.1f s", pipeline.name, delay)
+            self._stop.wait(delay)
 
     def run_until(self, stop: threading.Event, duration_s: float | None = None) -> None:
         """Publish status periodically until ``stop``, the duration, or every pipeline ended."""
@@ -184,28 +192,41 @@ class App:
             self.link.set_status(self.status())
 
     def stop(self) -> None:
+        """Stop sources, then pipelines (one shared deadline), then sinks, link and models."""
         self._stop.set()
         for pipeline in self.pipelines:
             pipeline.source.stop()
-        for name, thread in self._threads.items():
-            thread.join(timeout=5.0)
-            if thread.is_alive():
-                logger.warning("pipeline %s did not stop within 5 s", name)
+        if not self.wait(timeout_s=5.0):
+            stuck = [name for name, t in self._threads.items() if t.is_alive()]
+            logger.warning("pipeline(s) %s did not stop within 5 s", ", ".join(stuck))
         self.publish_status()
         for sink in self.sinks:
             sink.stop()
         if self.link is not None:
             self.link.stop()
-        for pipeline in self.pipelines:
-            pipeline.model.close()
+        busy = {id(p.model) for p in self.pipelines if self._alive(p.name)}
+        for model in self.models:
+            if id(model) not in busy:
+                model.close()
+
+    def _alive(self, name: str) -> bool:
+        thread = self._threads.get(name)
+        return thread is not None and thread.is_alive()
 
 
-class _ModelLoadFailed(EdgewatchError):
-    """A model bundle failed to load; pipelines sharing it fail with the same reason."""
-
-
-def _load_model(bundle: str, backend: PluginConfig) -> LoadedModel:
-    try:
-        return LoadedModel.load(Path(bundle), backend)
-    except EdgewatchError as exc:
-        raise _ModelLoadFailed(str(exc)) from exc
+def _model_for(
+    pipeline: PipelineConfigBase,
+    loaded: LoadedConfig,
+    cache: dict[str, LoadedModel | EdgewatchError],
+) -> LoadedModel:
+    """Each model is loaded once and shared; a model that failed fails every pipeline using it."""
+    if pipeline.model not in cache:
+        ref = loaded.config.models[pipeline.model]
+        try:
+            cache[pipeline.model] = LoadedModel.load(Path(ref.bundle), ref.backend)
+        except EdgewatchError as exc:
+            cache[pipeline.model] = exc
+    model = cache[pipeline.model]
+    if isinstance(model, EdgewatchError):
+        raise model
+    return model

@@ -39,6 +39,11 @@ def _parser() -> argparse.ArgumentParser:
 
     validate = sub.add_parser("validate", help="check device configs; exit 1 if any is invalid")
     validate.add_argument("configs", type=Path, nargs="+")
+    validate.add_argument(
+        "--check-secrets",
+        action="store_true",
+        help="also check that password_env / password_file can be read here",
+    )
     validate.set_defaults(handler=_cmd_validate)
 
     schema = sub.add_parser("schema", help="print the device config JSON Schema")
@@ -58,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
 def _cmd_validate(args: argparse.Namespace) -> int:
     bad = 0
     for path in args.configs:
-        problems = list(iter_problems(path))
+        problems = list(iter_problems(path, check_secrets=args.check_secrets))
         if problems:
             bad += 1
             print(f"{path}: invalid ({len(problems)} error(s))")
@@ -79,12 +84,16 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 
 
 def _cmd_models_verify(args: argparse.Namespace) -> int:
-    from runtime.backends.onnxruntime import OrtBackendConfig
-    from runtime.model import LoadedModel
+    from runtime.backends.base import BACKENDS
+    from runtime.model import LoadedModel, read_manifest
+    from runtime.registry import import_submodules
 
     _setup_logging("WARNING")
+    import_submodules("runtime.backends")
     try:
-        model = LoadedModel.load(args.bundle, OrtBackendConfig())
+        kind = read_manifest(args.bundle).backend
+        config = BACKENDS.get(kind).config_type.model_validate({"type": kind})
+        model = LoadedModel.load(args.bundle, config)
     except EdgewatchError as exc:
         print(f"edgewatch: {exc}", file=sys.stderr)
         return 1

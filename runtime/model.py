@@ -106,11 +106,14 @@ class LoadedModel:
         ]
 
     def warm_up(self, runs: int) -> None:
+        for _ in range(runs):
+            self.sample_outputs()
+
+    def sample_outputs(self) -> list[NDArray[np.float32]]:
+        """The model's outputs for an all-zero input: real shapes and dtypes for start-up checks."""
         spec = self.manifest.inputs[0]
         shape = [d if isinstance(d, int) else 1 for d in spec.shape]
-        zeros = np.zeros(shape, dtype=spec.dtype)
-        for _ in range(runs):
-            self.infer(zeros)
+        return self.infer(np.zeros(shape, dtype=spec.dtype))
 
     def close(self) -> None:
         self.backend.close()

@@ -18,15 +18,16 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from runtime.errors import EdgewatchError
+from runtime.config.schema import PipelineConfigBase
+from runtime.errors import EdgewatchError, ModelError
 from runtime.messages import Alert, Frame, Inference, RuleEvent, StageTimes
 from runtime.model import LoadedModel
-from runtime.processing.postprocess.base import Postprocessor
+from runtime.processing.postprocess.base import POSTPROCESSORS, Postprocessor
 from runtime.processing.preprocess import Geometry
 from runtime.ratelimit import RateLimitedLog
-from runtime.rules.base import Rule
+from runtime.rules.base import RULES, Rule
 from runtime.sinks.base import Sink
-from runtime.sources.base import FrameSource
+from runtime.sources.base import SOURCES, FrameSource
 
 logger = logging.getLogger(__name__)
 
@@ -79,10 +80,33 @@ class PipelineStats:
     errors_by_stage: dict[str, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def count_error(self, stage: str, exc: BaseException) -> None:
+    def count_error(self, stage: str, exc: BaseException, *, frame: bool = False) -> None:
         with self._lock:
+            self.frame_errors += frame
+            self.sink_errors += stage.startswith("sink:")
             self.errors_by_stage[stage] = self.errors_by_stage.get(stage, 0) + 1
             self.last_error = f"{stage}: {exc}"
+
+    def count_drop(self) -> None:
+        with self._lock:
+            self.frames_dropped += 1
+
+    def count_processed(self, alerts: int) -> None:
+        with self._lock:
+            self.frames_processed += 1
+            self.alerts += alerts
+
+    def snapshot(self) -> dict[str, object]:
+        with self._lock:
+            return {
+                "frames_processed": self.frames_processed,
+                "frames_dropped": self.frames_dropped,
+                "frame_errors": self.frame_errors,
+                "errors_by_stage": dict(self.errors_by_stage),
+                "alerts": self.alerts,
+                "sink_errors": self.sink_errors,
+                "last_error": self.last_error,
+            }
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +188,32 @@ class FramePipeline:
         self.stats = PipelineStats()
         self._log = RateLimitedLog(logger)
 
+    @classmethod
+    def from_config(
+        cls,
+        config: PipelineConfigBase,
+        model: LoadedModel,
+        sinks: Sequence[Sink],
+        alerts: AlertFactory,
+    ) -> FramePipeline:
+        """Build the stages; the decoder is tried once on the model's real outputs so a
+        postprocess section that doesn't fit the model fails here, at start, not per frame."""
+        post_cfg = config.postprocess or model.manifest.postprocess
+        postprocessor = POSTPROCESSORS.get(post_cfg.type).from_config(
+            post_cfg, model.manifest.labels
+        )
+        sample: list[NDArray[np.generic]] = list(model.sample_outputs())
+        try:
+            postprocessor.decode(sample, model.preprocessor.identity_geometry())
+        except EdgewatchError as exc:
+            raise ModelError(
+                f"{model.path}: postprocess {post_cfg.type!r} does not fit the model's outputs: "
+                f"{exc}"
+            ) from exc
+        rules = [(n, RULES.get(r.type).from_config(r, n)) for n, r in config.rules.items()]
+        source = SOURCES.get(config.source.type).from_config(config.source)
+        return cls(config.name, source, model, postprocessor, rules, sinks, alerts)
+
     def run(
         self,
         stop: threading.Event,
@@ -209,7 +259,12 @@ class FramePipeline:
         last_frame = time.monotonic()
         try:
             while not stop.is_set() and not halt.is_set():
-                frame = self.source.read(read_timeout_s)
+                try:
+                    frame = self.source.read(read_timeout_s)
+                except Exception as exc:  # noqa: BLE001 - a source bug must not end the pipeline
+                    self._stage_failed("read", None, exc)
+                    halt.wait(read_timeout_s)
+                    continue
                 if frame is None:
                     if self.source.ended:
                         return
@@ -218,7 +273,7 @@ class FramePipeline:
                 last_frame = time.monotonic()
                 prepared = self.prepare(frame)
                 if prepared is not None and handoff.put(prepared, halt):
-                    self.stats.frames_dropped += 1
+                    self.stats.count_drop()
         finally:
             handoff.close()
 
@@ -246,8 +301,8 @@ class FramePipeline:
         dequeued = time.monotonic_ns()
         try:
             tensor, geometry = self.model.preprocessor(frame.image)
-        except (EdgewatchError, ValueError, ArithmeticError) as exc:
-            self._frame_failed("preprocess", frame, exc)
+        except Exception as exc:  # noqa: BLE001 - one bad frame (cv2.error...) is counted, not fatal
+            self._stage_failed("preprocess", frame, exc)
             return None
         return Prepared(frame, tensor, geometry, dequeued, time.monotonic_ns())
 
@@ -265,8 +320,8 @@ class FramePipeline:
                 for _, rule in self.rules
                 for e in rule.evaluate(inference, frame.captured_mono_ns)
             ]
-        except (EdgewatchError, ValueError, ArithmeticError) as exc:
-            self._frame_failed("inference", frame, exc)
+        except Exception as exc:  # noqa: BLE001 - a rule or decoder bug is counted, not fatal
+            self._stage_failed("inference", frame, exc)
             return []
         # time spent waiting in the handoff slot counts as queueing, not preprocessing
         waited = started - item.preprocessed_mono_ns
@@ -277,32 +332,31 @@ class FramePipeline:
             inferred,
             time.monotonic_ns(),
         )
-        self.stats.frames_processed += 1
         alerts = [self.alerts.make(self.name, e, inference, times) for e in events]
+        self.stats.count_processed(len(alerts))
         for alert in alerts:
             self._deliver(alert)
         return alerts
 
-    def _frame_failed(self, stage: str, frame: Frame, exc: Exception) -> None:
-        self.stats.frame_errors += 1
-        self.stats.count_error(stage, exc)
+    def _stage_failed(self, stage: str, frame: Frame | None, exc: Exception) -> None:
+        """Count and log (rate-limited; with the traceback when it is not one of ours)."""
+        self.stats.count_error(stage, exc, frame=True)
         self._log.log(
             logging.WARNING,
             stage,
-            "pipeline %s: %s of frame %d failed: %s",
+            "pipeline %s: %s of frame %s failed: %s",
             self.name,
             stage,
-            frame.seq,
+            "-" if frame is None else frame.seq,
             exc,
+            exc_info=None if isinstance(exc, EdgewatchError) else exc,
         )
 
     def _deliver(self, alert: Alert) -> None:
-        self.stats.alerts += 1
         for sink in self.sinks:
             try:
                 sink.publish(alert)
-            except (EdgewatchError, OSError) as exc:
-                self.stats.sink_errors += 1
+            except Exception as exc:  # noqa: BLE001 - one sink failing never stops the others
                 self.stats.count_error(f"sink:{type(sink).__name__}", exc)
                 self._log.log(
                     logging.WARNING,
@@ -324,10 +378,6 @@ class FramePipeline:
                 "requested": backend.requested_providers,
                 "active": backend.active_providers,
             },
-            "frames_processed": self.stats.frames_processed,
-            "frames_dropped": self.stats.frames_dropped,
-            "frame_errors": self.stats.frame_errors,
-            "errors_by_stage": dict(self.stats.errors_by_stage),
-            "alerts": self.stats.alerts,
-            "last_error": self.stats.last_error,
+            "state": "running",
+            **self.stats.snapshot(),
         }

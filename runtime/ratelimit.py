@@ -24,7 +24,14 @@ class RateLimitedLog:
         self._last: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
 
-    def log(self, level: int, key: str, msg: str, *args: object) -> bool:
+    def log(
+        self,
+        level: int,
+        key: str,
+        msg: str,
+        *args: object,
+        exc_info: BaseException | None = None,
+    ) -> bool:
         """Log unless ``key`` was logged within the interval; returns whether it logged."""
         now = self._clock()
         with self._lock:
@@ -37,5 +44,5 @@ class RateLimitedLog:
         if suppressed:
             msg += " (%d similar messages suppressed)"
             args = (*args, suppressed)
-        self._logger.log(level, msg, *args)
+        self._logger.log(level, msg, *args, exc_info=exc_info)
         return True

@@ -77,7 +77,8 @@ class OrtBackend(Backend):
     config_type = OrtBackendConfig
 
     def __init__(self, session: ort.InferenceSession, requested: list[str]) -> None:
-        self._session = session
+        self._session: ort.InferenceSession | None = session
+        self._active: list[str] = session.get_providers()
         self._requested = requested
         self._inputs = [_info(i) for i in session.get_inputs()]
         self._outputs = [_info(o) for o in session.get_outputs()]
@@ -147,15 +148,21 @@ class OrtBackend(Backend):
 
     @property
     def active_providers(self) -> list[str]:
-        providers: list[str] = self._session.get_providers()
-        return providers
+        return self._active
 
     def run(self, feeds: dict[str, NDArray[np.generic]]) -> list[NDArray[np.generic]]:
+        session = self._session
+        if session is None:
+            raise ModelError("onnxruntime session used after close()")
         try:
-            outputs: list[NDArray[np.generic]] = self._session.run(self._output_names, feeds)
+            outputs: list[NDArray[np.generic]] = session.run(self._output_names, feeds)
         except ORT_ERRORS as exc:
             raise ModelError(f"onnxruntime run failed: {exc}") from exc
         return outputs
+
+    def close(self) -> None:
+        """Drop the session (onnxruntime frees it with the last reference)."""
+        self._session = None
 
 
 def session_options(config: OrtBackendConfig) -> ort.SessionOptions:

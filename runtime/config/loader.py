@@ -21,7 +21,6 @@ from runtime.errors import ConfigError
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 Loc = tuple[str | int, ...]
-_RESOLVER = yaml.resolver.Resolver()
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,8 +44,14 @@ class ConfigErrors(ConfigError):
         super().__init__(f"{path}: {len(problems)} error(s)\n" + "\n".join(problems))
 
 
-def load_config(path: Path, environ: Mapping[str, str] | None = None) -> LoadedConfig:
-    """Parse, substitute, validate and resolve secrets; raise ConfigErrors listing every problem."""
+def load_config(
+    path: Path, environ: Mapping[str, str] | None = None, *, resolve_secrets: bool = True
+) -> LoadedConfig:
+    """Parse, substitute, validate and resolve secrets; raise ConfigErrors listing every problem.
+
+    ``resolve_secrets=False`` (``edgewatch validate``) checks a config on a machine that doesn't
+    hold the device's secrets.
+    """
     env = os.environ if environ is None else environ
     data, lines = _read_yaml(path, env)
     try:
@@ -58,7 +63,8 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> LoadedC
     cross = cross_reference_problems(config)
     if cross:
         raise ConfigErrors(path, [_at(loc, msg, lines) for loc, msg in cross])
-    return LoadedConfig(path=path, config=config, secrets=_read_secrets(path, config, env, lines))
+    secrets = _read_secrets(path, config, env, lines) if resolve_secrets else Secrets()
+    return LoadedConfig(path=path, config=config, secrets=secrets)
 
 
 def _read_yaml(path: Path, env: Mapping[str, str]) -> tuple[Any, dict[Loc, int]]:
@@ -111,9 +117,9 @@ def _walk(
         for i, item in enumerate(node.value):
             _walk(item, (*loc, i), lines, env, problems)
     elif isinstance(node, yaml.ScalarNode) and "${" in node.value:
+        # the result stays a string (YAML would read 0755 or "on" as numbers/booleans); pydantic
+        # turns "1883" into an int where a field wants one
         node.value = _substitute(node.value, loc, lines[loc], env, problems)
-        if node.style is None:  # plain scalar: let YAML re-resolve 1883 → int, true → bool
-            node.tag = _RESOLVER.resolve(yaml.ScalarNode, node.value, (True, False))  # type: ignore[no-untyped-call]
 
 
 def _substitute(
@@ -198,10 +204,12 @@ def _read_secrets(
     return Secrets()
 
 
-def iter_problems(path: Path, environ: Mapping[str, str] | None = None) -> Iterator[str]:
+def iter_problems(
+    path: Path, environ: Mapping[str, str] | None = None, *, check_secrets: bool = False
+) -> Iterator[str]:
     """Every problem in a config file, for ``edgewatch validate``; nothing when it is valid."""
     try:
-        load_config(path, environ)
+        load_config(path, environ, resolve_secrets=check_secrets)
     except ConfigErrors as exc:
         yield from exc.problems
     except ConfigError as exc:

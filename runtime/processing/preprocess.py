@@ -54,6 +54,10 @@ class Preprocessor:
         self._quant = None if q is None else (np.float32(q.scale), np.float32(q.zero_point))
         self._identity = bool(np.allclose(self._mul, 1.0) and np.allclose(self._add, 0.0))
 
+    def identity_geometry(self) -> Geometry:
+        """The geometry of a frame that already has the model's input size."""
+        return Geometry(self.width, self.height, 1.0, 1.0, 0.0, 0.0)
+
     def __call__(self, image: NDArray[np.uint8]) -> tuple[NDArray[np.generic], Geometry]:
         resized, geometry = self._resize(image)
         if self.spec.color == "RGB":

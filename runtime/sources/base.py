@@ -42,6 +42,10 @@ class FrameSource(abc.ABC):
 
     config_type: ClassVar[type[PluginConfig]]
 
+    @classmethod
+    @abc.abstractmethod
+    def from_config(cls, config: PluginConfig) -> FrameSource: ...
+
     @abc.abstractmethod
     def start(self) -> None: ...
 

@@ -159,12 +159,17 @@ def test_status_reports_pipelines_and_goes_offline(
         def online_with_frames() -> bool:
             docs = [m.json() for m in status_sub.messages]
             return any(
-                d.get("state") == "online" and d["pipelines"][0].get("frames_processed", 0) > 0
+                d.get("state") == "online"
+                and d.get("pipelines", [{}])[0].get("frames_processed", 0) > 0
                 for d in docs
             )
 
         wait_until(online_with_frames, timeout_s=10, what="status with processed frames")
-        status = [m.json() for m in status_sub.messages if m.json()["state"] == "online"][-1]
+        docs = [m.json() for m in status_sub.messages]
+        online = [d for d in docs if d["state"] == "online" and "pipelines" in d]
+        assert online[0]["pipelines"][0]["source"]["state"] == "running", "first status is live"
+        assert online[0]["pipelines"][1]["state"] == "failed"
+        status = online[-1]
         good, bad = status["pipelines"]
         assert good["name"] == "good" and good["source"]["state"] == "running"
         assert good["providers"] == {

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from runtime.cli import main
-from runtime.config.loader import ConfigErrors, load_config
+from runtime.config.loader import ConfigErrors, iter_problems, load_config
 from runtime.config.schema import json_schema
 from runtime.errors import ConfigError
 
@@ -170,9 +170,25 @@ def test_password_problems(tmp_path: Path, line: str, expected: str) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "firmware_configs").glob("*.yaml")))
-def test_shipped_configs_are_valid(name: str) -> None:
-    env = {"EDGEWATCH_MQTT_PASSWORD": "x"}
-    load_config(REPO / "firmware_configs" / name, env)
+def test_shipped_configs_are_valid_without_the_device_secrets(name: str) -> None:
+    assert list(iter_problems(REPO / "firmware_configs" / name, {})) == []
+
+
+def test_validate_can_check_the_secrets_too() -> None:
+    path = REPO / "firmware_configs" / "gateway-example.yaml"
+    problems = list(iter_problems(path, {}, check_secrets=True))
+    assert len(problems) == 1
+    assert "mqtt.password_env" in problems[0] and "EDGEWATCH_MQTT_PASSWORD" in problems[0]
+    assert list(iter_problems(path, {"EDGEWATCH_MQTT_PASSWORD": "x"}, check_secrets=True)) == []
+
+
+@pytest.mark.parametrize("value", ["0755", "on", "null", "1e3"])
+def test_substituted_values_stay_strings(tmp_path: Path, value: str) -> None:
+    text = BASE.replace("  id: gw-1", "  id: ${DEV}").replace("port: ${PORT:-1883}", "port: 1883")
+    text = text.replace("  host: 127.0.0.1", "  host: 127.0.0.1\n  username: ${DEV}")
+    cfg = load_config(write(tmp_path, text), {"DEV": value}).config
+    assert cfg.device.id == value
+    assert cfg.mqtt is not None and cfg.mqtt.username == value
 
 
 def test_validate_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -45,6 +45,10 @@ class ListSource(FrameSource):
     def lossless(self) -> bool:
         return self._lossless
 
+    @classmethod
+    def from_config(cls, config: object) -> ListSource:  # type: ignore[override]
+        return cls([])
+
     def start(self) -> None:
         """Nothing to open."""
 
@@ -212,3 +216,51 @@ def test_alert_seq_is_unique_across_pipelines_and_boot_id_per_boot() -> None:
         t.join()
     assert sorted(seqs) == list(range(1, 2001))
     assert AlertFactory("gw").boot_id != factory.boot_id
+
+
+class ExplodingRule(ThresholdRule):
+    """A rule with a bug: KeyError on every other frame."""
+
+    calls = 0
+
+    def evaluate(self, inference: Inference, now_mono_ns: int) -> list[RuleEvent]:
+        ExplodingRule.calls += 1
+        if ExplodingRule.calls % 2 == 0:
+            raise KeyError("missing label")
+        return super().evaluate(inference, now_mono_ns)
+
+
+class FlakySource(ListSource):
+    """``read`` raises once (a driver bug), then serves frames."""
+
+    def __init__(self, frames: list[Frame]) -> None:
+        super().__init__(frames)
+        self.raised = False
+
+    def read(self, timeout_s: float) -> Frame | None:
+        if not self.raised:
+            self.raised = True
+            raise RuntimeError("driver hiccup")
+        return super().read(timeout_s)
+
+
+def test_unexpected_errors_in_any_stage_are_counted_and_survived(
+    model: LoadedModel, caplog: pytest.LogCaptureFixture
+) -> None:
+    frames = [frame(i, RED) for i in range(6)]
+    pipeline = make_pipeline(model, FlakySource(frames), [CollectSink()])
+    pipeline.rules = [
+        (
+            "buggy",
+            ExplodingRule(
+                "buggy", ThresholdConfig(type="threshold", labels=["red"], raise_score=0.9)
+            ),
+        )
+    ]
+    with caplog.at_level(logging.WARNING):
+        pipeline.run(threading.Event(), read_timeout_s=0.01)
+    stats = pipeline.stats.snapshot()
+    assert stats["frames_processed"] == 3
+    assert stats["errors_by_stage"] == {"read": 1, "inference": 3}
+    assert stats["frame_errors"] == 4
+    assert "KeyError" in caplog.text, "an unexpected error is logged with its traceback"
