@@ -46,6 +46,25 @@ class Frame:
 
 
 @dataclass(frozen=True, slots=True)
+class SensorReading:
+    """One decoded sensor message: one or more named values of one sensor key at one time."""
+
+    key: str
+    ts_ns: int  # wall-clock time of the reading (from the payload, else arrival time)
+    received_mono_ns: int
+    fields: tuple[str, ...]
+    values: NDArray[np.float64]  # shape (len(fields),), finite
+
+    def __post_init__(self) -> None:
+        v = self.values
+        if v.dtype != np.float64 or v.shape != (len(self.fields),):
+            raise ValueError(
+                f"reading {self.key!r}: expected float64 values of shape ({len(self.fields)},), "
+                f"got shape {v.shape} dtype {v.dtype}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
 class Classification:
     class_id: int
     label: str
