@@ -1,0 +1,1 @@
+"""Sensor payload decoders (json, csv, binary). One per module; each registers in DECODERS."""
