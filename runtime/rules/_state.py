@@ -9,6 +9,7 @@ breaks both streaks and changes nothing.
 
 from __future__ import annotations
 
+import abc
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +18,8 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from runtime.config.base import PluginConfig
-from runtime.messages import AlertState, BBox, RuleEvent
+from runtime.messages import AlertState, BBox, Inference, RuleEvent
+from runtime.rules.base import Rule
 
 logger = logging.getLogger(__name__)
 
@@ -197,3 +199,22 @@ class AlertStateMachine:
             score=match.score,
             bbox=bbox,
         )
+
+
+class DebouncedRule(Rule):
+    """A rule that classifies each frame (``match``) and lets the shared state machine decide
+    when to raise and clear."""
+
+    def __init__(self, name: str, config: DebouncedRuleConfig) -> None:
+        self.name = name
+        self._state = AlertStateMachine.from_config(name, config)
+
+    @property
+    def raised(self) -> bool:
+        return self._state.raised
+
+    def evaluate(self, inference: Inference, now_mono_ns: int) -> list[RuleEvent]:
+        return self._state.step(self.match(inference), now_mono_ns)
+
+    @abc.abstractmethod
+    def match(self, inference: Inference) -> FrameMatch: ...

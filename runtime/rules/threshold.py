@@ -11,9 +11,9 @@ from typing import Literal
 from pydantic import Field, ValidationInfo, field_validator
 
 from runtime.config.base import PluginConfig
-from runtime.messages import BBox, Inference, RuleEvent
-from runtime.rules._state import AlertStateMachine, DebouncedRuleConfig, FrameMatch, label_matcher
-from runtime.rules.base import RULES, Rule
+from runtime.messages import BBox, Inference
+from runtime.rules._state import DebouncedRule, DebouncedRuleConfig, FrameMatch, label_matcher
+from runtime.rules.base import RULES
 
 
 class ThresholdConfig(DebouncedRuleConfig):
@@ -49,16 +49,15 @@ class ThresholdConfig(DebouncedRuleConfig):
 
 
 @RULES.register("threshold")
-class ThresholdRule(Rule):
+class ThresholdRule(DebouncedRule):
     config_type = ThresholdConfig
 
     def __init__(self, name: str, config: ThresholdConfig) -> None:
-        self.name = name
+        super().__init__(name, config)
         self.config = config
         self._matches_label = label_matcher(config.labels)
         self._raise_score = config.raise_score
         self._clear_score = config.effective_clear_score
-        self._state = AlertStateMachine.from_config(name, config)
 
     @classmethod
     def from_config(cls, config: PluginConfig, name: str) -> ThresholdRule:
@@ -67,13 +66,6 @@ class ThresholdRule(Rule):
                 f"threshold rule {name!r}: expected ThresholdConfig, got {type(config).__name__}"
             )
         return cls(name, config)
-
-    @property
-    def raised(self) -> bool:
-        return self._state.raised
-
-    def evaluate(self, inference: Inference, now_mono_ns: int) -> list[RuleEvent]:
-        return self._state.step(self.match(inference), now_mono_ns)
 
     def match(self, inference: Inference) -> FrameMatch:
         """The best watched item of this frame, classified against the raise/clear levels."""

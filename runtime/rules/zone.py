@@ -16,9 +16,9 @@ from numpy.typing import NDArray
 from pydantic import Field, FiniteFloat, ValidationInfo, field_validator
 
 from runtime.config.base import PluginConfig
-from runtime.messages import Detection, Inference, RuleEvent
-from runtime.rules._state import AlertStateMachine, DebouncedRuleConfig, FrameMatch, label_matcher
-from runtime.rules.base import RULES, Rule
+from runtime.messages import Detection, Inference
+from runtime.rules._state import DebouncedRule, DebouncedRuleConfig, FrameMatch, label_matcher
+from runtime.rules.base import RULES
 
 Point = tuple[FiniteFloat, FiniteFloat]
 
@@ -76,31 +76,23 @@ def polygon_area(polygon: list[Point]) -> float:
 
 
 @RULES.register("zone")
-class ZoneRule(Rule):
+class ZoneRule(DebouncedRule):
     config_type = ZoneConfig
 
     def __init__(self, name: str, config: ZoneConfig) -> None:
-        self.name = name
+        super().__init__(name, config)
         self.config = config
         self._matches_label = label_matcher(config.labels)
         self._min_score = config.min_score
         self._polygon = np.asarray(config.polygon, dtype=np.float32).reshape(-1, 1, 2)
         self._contour_size: tuple[int, int] | None = None
         self._contour = self._polygon
-        self._state = AlertStateMachine.from_config(name, config)
 
     @classmethod
     def from_config(cls, config: PluginConfig, name: str) -> ZoneRule:
         if not isinstance(config, ZoneConfig):
             raise TypeError(f"zone rule {name!r}: expected ZoneConfig, got {type(config).__name__}")
         return cls(name, config)
-
-    @property
-    def raised(self) -> bool:
-        return self._state.raised
-
-    def evaluate(self, inference: Inference, now_mono_ns: int) -> list[RuleEvent]:
-        return self._state.step(self.match(inference), now_mono_ns)
 
     def match(self, inference: Inference) -> FrameMatch:
         """The best-scoring watched detection inside the zone, if any."""
