@@ -1,4 +1,4 @@
-"""The ``edgewatch`` command: run | validate | schema | models verify."""
+"""The ``edgewatch`` command: run | validate | schema | fit | models verify."""
 
 from __future__ import annotations
 
@@ -20,6 +20,9 @@ logger = logging.getLogger("edgewatch")
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["fit"]:  # every option belongs to tools.fit, --help included
+        return _fit(argv[1:])
     parser = _parser()
     args = parser.parse_args(argv)
     handler: int = args.handler(args)
@@ -49,6 +52,13 @@ def _parser() -> argparse.ArgumentParser:
     schema = sub.add_parser("schema", help="print the device config JSON Schema")
     schema.add_argument("--output", type=Path, default=None)
     schema.set_defaults(handler=_cmd_schema)
+
+    fit = sub.add_parser(
+        "fit",
+        help="train an anomaly model from normal recordings into a bundle (desktop; tools extra)",
+        add_help=False,
+    )
+    fit.set_defaults(handler=lambda _args: _fit([]))
 
     models = sub.add_parser("models", help="model bundle commands")
     models_sub = models.add_subparsers(required=True, metavar="ACTION")
@@ -105,6 +115,20 @@ def _cmd_models_verify(args: argparse.Namespace) -> int:
     )
     model.close()
     return 0
+
+
+def _fit(argv: list[str]) -> int:
+    try:
+        from tools.fit.cli import main as fit_main
+    except ImportError as exc:
+        print(
+            f"edgewatch fit needs the desktop tools ({exc.name} is missing): "
+            "pip install 'edgewatch[tools]'",
+            file=sys.stderr,
+        )
+        return 2
+    code: int = fit_main(argv)
+    return code
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

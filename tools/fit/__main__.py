@@ -1,0 +1,5 @@
+import sys
+
+from tools.fit.cli import main
+
+sys.exit(main())
