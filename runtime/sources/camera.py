@@ -2,22 +2,24 @@
 
 Frames are captured on a daemon thread into a single slot (latest-frame semantics, see
 ``FrameSource``). Live sources (devices, URLs, or files with ``live: true``) never end: when opening
-or reading fails they go to state "reconnecting", warn once per outage and retry with jittered
-exponential backoff. Files and folders are played at their own rate (``pace: native``) or as fast
-as the reader takes frames (``pace: max``), then end or loop.
+or reading fails, or the capture fails unexpectedly, they go to state "reconnecting", warn once per
+outage and retry with jittered exponential backoff. An outage ends with the first frame read after
+reopening, not when the open succeeds: a camera that opens but delivers nothing is still down.
+Files and folders are played at their own rate (``pace: native``) or as fast as the reader takes
+frames (``pace: max``), then end or loop.
+
+Opening is in ``_capture`` (``Capture``, ``open_capture``), uri helpers in ``_uri`` and frame
+timing in ``_pacing``; the public names are re-exported here.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any, ClassVar, Literal, Protocol
+from typing import Any, ClassVar, Literal
 
-import cv2
 import numpy as np
 from numpy.typing import NDArray
 from pydantic import Field, ValidationInfo, field_validator, model_validator
@@ -27,58 +29,44 @@ from runtime.errors import SourceError
 from runtime.messages import Frame
 from runtime.ratelimit import RateLimitedLog
 from runtime.sources._backoff import Backoff
+from runtime.sources._capture import (
+    FOLDER_DEFAULT_FPS,
+    IMAGE_SUFFIXES,
+    Capture,
+    CvCapture,
+    FolderCapture,
+    FrameDecodeError,
+    open_capture,
+    to_bgr,
+)
+from runtime.sources._pacing import Pacer, Throttle
+from runtime.sources._uri import UriKind, default_name, redact_uri, uri_kind
 from runtime.sources.base import SOURCES, FrameSource, SourceState, SourceStatus
+
+__all__ = [
+    "FOLDER_DEFAULT_FPS",
+    "IMAGE_SUFFIXES",
+    "CameraConfig",
+    "CameraSource",
+    "Capture",
+    "CvCapture",
+    "FolderCapture",
+    "FrameDecodeError",
+    "Opener",
+    "UriKind",
+    "default_name",
+    "open_capture",
+    "redact_uri",
+    "to_bgr",
+    "uri_kind",
+]
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
-FOLDER_DEFAULT_FPS = 10.0
-"""The rate of an image folder under ``pace: native`` when ``fps`` isn't set."""
 FILE_FALLBACK_FPS = 30.0
 """Used for ``pace: native`` when a file doesn't say its frame rate."""
 JOIN_TIMEOUT_S = 2.0
 WARN_INTERVAL_S = 10.0
-
-_URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
-_SECRET_QUERY_RE = re.compile(
-    r"([?&;][^=&#;]*(?:pass|pwd|token|secret|key|auth|sig|cred)[^=&#;]*=)[^&#;]*", re.IGNORECASE
-)
-
-UriKind = Literal["device", "url", "path"]
-
-
-def uri_kind(uri: int | str) -> UriKind:
-    """What a ``uri`` names, from its text alone: a device index, a stream URL, or a path."""
-    if isinstance(uri, int) or uri.strip().isdigit():
-        return "device"
-    if _URL_RE.match(uri):
-        return "url"
-    return "path"
-
-
-def redact_uri(uri: int | str) -> str:
-    """The uri with URL credentials (``user:pass@``) and secret-looking query values replaced.
-
-    Everything before the last ``@`` of the authority-and-path part is treated as credentials, so
-    a password containing ``/`` or ``@`` is redacted too (at worst a host is hidden as well).
-    """
-    text = str(uri)
-    scheme = _URL_RE.match(text)
-    if scheme is None:
-        return text
-    head, rest = scheme.group(0), text[scheme.end() :]
-    cut = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
-    location, tail = rest[:cut], rest[cut:]
-    if "@" in location:
-        location = "***@" + location.rpartition("@")[2]
-    return head + location + _SECRET_QUERY_RE.sub(r"\1***", tail)
-
-
-def default_name(uri: int | str) -> str:
-    """``camera<N>`` for a device index, otherwise the redacted uri."""
-    if uri_kind(uri) == "device":
-        return f"camera{int(uri)}"
-    return redact_uri(uri)
 
 
 class CameraConfig(PluginConfig):
@@ -173,212 +161,8 @@ class CameraConfig(PluginConfig):
         return self
 
 
-class Capture(Protocol):
-    """An open video source. Implementations raise ``SourceError`` for failures with a reason."""
-
-    @property
-    def fps(self) -> float | None:
-        """The source's own frame rate, if it says one."""
-
-    def read(self) -> NDArray[np.uint8] | None:
-        """The next frame as HxWx3 BGR uint8, or None at the end / on a failed read.
-
-        Raises ``FrameDecodeError`` for a single undecodable frame that can be skipped.
-        """
-
-    def rewind(self) -> bool:
-        """Go back to the first frame; False if that isn't possible."""
-
-    def release(self) -> None: ...
-
-
 Opener = Callable[[CameraConfig], Capture]
-
-
-class FrameDecodeError(SourceError):
-    """One frame (an image of a folder) could not be decoded; the source skips it."""
-
-
-def to_bgr(image: NDArray[Any]) -> NDArray[np.uint8]:
-    """Gray, BGRA and 16-bit images as HxWx3 uint8 BGR."""
-    if image.dtype == np.uint16:
-        image = (image >> 8).astype(np.uint8)
-    elif image.dtype != np.uint8:
-        raise SourceError(f"unsupported pixel type {image.dtype}; expected uint8 or uint16")
-    channels = 1 if image.ndim == 2 else image.shape[-1]
-    if image.ndim not in (2, 3) or channels not in (1, 3, 4):
-        raise SourceError(f"unsupported image shape {image.shape}; expected HxW, HxWx1/3/4")
-    conversion = {1: cv2.COLOR_GRAY2BGR, 4: cv2.COLOR_BGRA2BGR}.get(channels)
-    if conversion is None:
-        return image
-    return np.asarray(cv2.cvtColor(image, conversion), dtype=np.uint8)
-
-
-class CvCapture:
-    """A ``cv2.VideoCapture`` that is known to be open."""
-
-    def __init__(self, capture: Any, what: str) -> None:
-        self._cap = capture
-        self._what = what
-        fps = float(capture.get(cv2.CAP_PROP_FPS))
-        self._fps = fps if 0 < fps <= 1000 else None
-
-    @property
-    def fps(self) -> float | None:
-        return self._fps
-
-    def read(self) -> NDArray[np.uint8] | None:
-        try:
-            ok, image = self._cap.read()
-        except cv2.error as exc:
-            raise SourceError(f"reading {self._what} failed: {exc}") from exc
-        if not ok or image is None:
-            return None
-        return to_bgr(image)
-
-    def rewind(self) -> bool:
-        return bool(self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0))
-
-    def release(self) -> None:
-        self._cap.release()
-
-
-class FolderCapture:
-    """The images of a folder, in name order, as frames."""
-
-    def __init__(self, folder: Path) -> None:
-        self._files = sorted(
-            p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-        )
-        if not self._files:
-            raise SourceError(
-                f"image folder {folder} has no images; expected files ending in "
-                f"{', '.join(IMAGE_SUFFIXES)}"
-            )
-        self._next = 0
-
-    @property
-    def fps(self) -> float | None:
-        return FOLDER_DEFAULT_FPS
-
-    def read(self) -> NDArray[np.uint8] | None:
-        if self._next >= len(self._files):
-            return None
-        path = self._files[self._next]
-        self._next += 1
-        try:
-            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        except cv2.error as exc:
-            raise FrameDecodeError(f"cannot decode image {path}: {exc}") from exc
-        if image is None:
-            raise FrameDecodeError(f"cannot decode image {path}")
-        return to_bgr(image)
-
-    def rewind(self) -> bool:
-        self._next = 0
-        return True
-
-    def release(self) -> None:
-        self._files = []
-
-
-def open_capture(config: CameraConfig) -> Capture:
-    """The default opener: OpenCV for devices, streams and files; ``FolderCapture`` for folders."""
-    kind = uri_kind(config.uri)
-    try:
-        if kind == "device":
-            return _open_device(config)
-        if kind == "url":
-            return _open_stream(config)
-        path = Path(str(config.uri))
-        if path.is_dir():
-            return FolderCapture(path)
-        if not path.exists():
-            raise SourceError(f"video file not found: {path}")
-        cap = cv2.VideoCapture(str(path), cv2.CAP_ANY)
-        if not cap.isOpened():
-            cap.release()
-            raise SourceError(f"cannot open video file {path}: not a readable video")
-        return CvCapture(cap, f"video file {path}")
-    except (cv2.error, OSError) as exc:
-        raise SourceError(f"cannot open {redact_uri(config.uri)}: {exc}") from exc
-
-
-def _open_device(config: CameraConfig) -> Capture:
-    index = int(config.uri)
-    cap = cv2.VideoCapture(index, cv2.CAP_ANY)
-    if not cap.isOpened():
-        cap.release()
-        raise SourceError(f"cannot open camera device {index}")
-    cap.set(cv2.CAP_PROP_BUFFERSIZE, config.buffer_size)
-    if config.width is not None:
-        cap.set(cv2.CAP_PROP_FRAME_WIDTH, config.width)
-    if config.height is not None:
-        cap.set(cv2.CAP_PROP_FRAME_HEIGHT, config.height)
-    if config.width is not None or config.height is not None:
-        got = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
-        want = (config.width or got[0], config.height or got[1])
-        if got != want:
-            logger.warning("camera device %d: requested %dx%d, capturing %dx%d", index, *want, *got)
-    return CvCapture(cap, f"camera device {index}")
-
-
-def _open_stream(config: CameraConfig) -> Capture:
-    url, safe = str(config.uri), redact_uri(config.uri)
-    if cv2.videoio_registry.hasBackend(cv2.CAP_FFMPEG):
-        params = [
-            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
-            round(config.open_timeout_s * 1000),
-            cv2.CAP_PROP_READ_TIMEOUT_MSEC,
-            round(config.read_timeout_s * 1000),
-        ]
-        cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG, params)
-    else:
-        cap = cv2.VideoCapture(url, cv2.CAP_ANY)
-    if not cap.isOpened():
-        cap.release()
-        raise SourceError(f"cannot open stream {safe}")
-    cap.set(cv2.CAP_PROP_BUFFERSIZE, config.buffer_size)
-    return CvCapture(cap, f"stream {safe}")
-
-
-class _Pacer:
-    """Spaces frames ``period_s`` apart on a fixed schedule (no drift, no burst after a stall)."""
-
-    def __init__(self, period_s: float | None) -> None:
-        self.period_s = period_s
-        self._due: float | None = None
-
-    def wait(self, stop: threading.Event) -> bool:
-        """Sleep until the next frame is due; False if ``stop`` was set meanwhile."""
-        if self.period_s is None:
-            return not stop.is_set()
-        now = time.monotonic()
-        if self._due is None or now - self._due > self.period_s:
-            self._due = now
-        delay = self._due - now
-        if delay > 0 and stop.wait(delay):
-            return False
-        self._due += self.period_s
-        return not stop.is_set()
-
-
-class _Throttle:
-    """Lets through at most one frame per ``period_s`` of a live source (decimation)."""
-
-    def __init__(self, period_s: float | None) -> None:
-        self.period_s = period_s
-        self._due: float | None = None
-
-    def admit(self, now: float) -> bool:
-        if self.period_s is None:
-            return True
-        # a frame a little early (camera timing jitter) still counts for this slot
-        if self._due is not None and now < self._due - 0.1 * self.period_s:
-            return False
-        on_schedule = self._due is not None and now - self._due <= self.period_s
-        self._due = (self._due if on_schedule and self._due is not None else now) + self.period_s
-        return True
+"""Opens a capture for a config; raises ``SourceError`` when the source isn't available."""
 
 
 @SOURCES.register("camera")
@@ -464,7 +248,7 @@ class CameraSource(FrameSource):
             thread.join(JOIN_TIMEOUT_S)
             if thread.is_alive():
                 logger.warning(
-                    "camera %s: capture thread still blocked in the backend after %.0f s; "
+                    "camera %s: capture thread still blocked in the backend after %.1f s; "
                     "leaving it (daemon) to finish on its own",
                     self.name,
                     JOIN_TIMEOUT_S,
@@ -505,18 +289,39 @@ class CameraSource(FrameSource):
     # -- capture thread ----------------------------------------------------------------------
 
     def _run(self, capture: Capture | None) -> None:
+        """The capture thread. A live source survives any failure: an unexpected exception is an
+        outage like the camera going away (released, backed off, reopened). A file ends."""
         try:
-            self._capture_loop(capture)
-        except Exception as exc:
-            logger.exception("camera %s: capture thread failed", self.name)
-            self._finish("ended", f"capture thread failed: {exc!r}")
+            while True:
+                try:
+                    self._capture_loop(capture)
+                    return
+                except Exception as exc:
+                    capture = None  # _capture_loop released it
+                    if self._stop.is_set():
+                        logger.debug("camera %s: failed while stopping", self.name, exc_info=True)
+                        return
+                    if not self.live:
+                        logger.exception("camera %s: capture thread failed", self.name)
+                        self._finish("ended", f"capture thread failed: {exc!r}")
+                        return
+                    self._begin_outage(f"capture failed: {exc!r}", exc_info=True)
+                    if self._stop.wait(self._backoff.next_delay()):
+                        return
+        finally:
+            with self._cond:
+                self._finished = True
+                self._cond.notify_all()
 
     def _capture_loop(self, capture: Capture | None) -> None:
+        """Capture until stopped or the end of a file; raises what it doesn't expect (``_run``
+        decides), releasing the capture on the way out."""
         file_like = self.kind == "path"
         fps = self.config.fps
-        throttle = _Throttle(None if file_like or fps is None else 1.0 / fps)
-        pacer: _Pacer | None = None
+        throttle = Throttle(None if file_like or fps is None else 1.0 / fps)
+        pacer: Pacer | None = None
         failures = frames_this_pass = 0
+        delivering = False  # a frame was read since this capture was opened
         try:
             while not self._stop.is_set():
                 if capture is None:
@@ -524,13 +329,16 @@ class CameraSource(FrameSource):
                     if capture is None:
                         return
                     failures = frames_this_pass = 0
-                    pacer = None
+                    pacer, delivering = None, False
                 if pacer is None:
-                    pacer = _Pacer(self._play_period(capture) if file_like else None)
+                    pacer = Pacer(self._play_period(capture) if file_like else None)
                 image, reason = self._read_frame(capture)
                 if self._stop.is_set():
                     return
                 if image is not None:
+                    if not delivering:
+                        delivering = True
+                        self._back_online()
                     failures, frames_this_pass = 0, frames_this_pass + 1
                     if file_like and not pacer.wait(self._stop):
                         return
@@ -553,9 +361,6 @@ class CameraSource(FrameSource):
         finally:
             if capture is not None:
                 capture.release()
-            with self._cond:
-                self._finished = True
-                self._cond.notify_all()
 
     def _read_frame(self, capture: Capture) -> tuple[NDArray[np.uint8] | None, str]:
         """The next decodable frame, or None and why not."""
@@ -581,7 +386,11 @@ class CameraSource(FrameSource):
         return 1.0 / (capture.fps or FILE_FALLBACK_FPS)
 
     def _connect(self) -> Capture | None:
-        """Open a live source, retrying with backoff; None if stopped first."""
+        """Open a live source, retrying with backoff; None if stopped first.
+
+        A successful open doesn't end an outage (``_back_online`` does, on the first frame), so a
+        camera that opens but delivers nothing keeps backing off.
+        """
         while not self._stop.is_set():
             try:
                 capture = self._opener(self.config)
@@ -592,23 +401,31 @@ class CameraSource(FrameSource):
                 if self._stop.wait(delay):
                     return None
                 continue
-            self._backoff.reset()
-            with self._cond:
-                if self._outage_since is not None:
-                    self._reconnects += 1
-                self._state = "running"
-            if self._outage_since is not None:
-                logger.info(
-                    "camera %s back after %.1f s",
-                    self.name,
-                    time.monotonic() - self._outage_since,
-                )
-                self._outage_since = None
+            if self._stop.is_set():
+                # stop() may have given up on this thread while the backend was opening
+                capture.release()
+                return None
             return capture
         return None
 
-    def _begin_outage(self, reason: str) -> None:
+    def _back_online(self) -> None:
+        """The first frame since (re)opening: the source runs, and an outage is over."""
+        self._backoff.reset()
+        since, self._outage_since = self._outage_since, None
         with self._cond:
+            if self._stop.is_set():
+                return
+            self._state = "running"
+            if since is not None:
+                self._reconnects += 1
+        if since is not None:
+            logger.info("camera %s back after %.1f s", self.name, time.monotonic() - since)
+
+    def _begin_outage(self, reason: str, *, exc_info: bool = False) -> None:
+        """Record a failure of a live source; the first of an outage is a warning."""
+        with self._cond:
+            if self._stop.is_set():
+                return
             self._state = "reconnecting"
             self._last_error = reason
         if self._outage_since is None:
@@ -620,9 +437,10 @@ class CameraSource(FrameSource):
                 reason,
                 self.config.reconnect_initial_s,
                 self.config.reconnect_max_s,
+                exc_info=exc_info,
             )
         else:
-            logger.debug("camera %s: still unavailable: %s", self.name, reason)
+            logger.debug("camera %s: still unavailable: %s", self.name, reason, exc_info=exc_info)
 
     def _restart(self, capture: Capture) -> Capture | None:
         """Back to the first frame of a looping file: seek, or reopen if the file can't seek."""
@@ -646,10 +464,12 @@ class CameraSource(FrameSource):
         self._finish("ended", error)
 
     def _finish(self, state: SourceState, error: str | None) -> None:
+        """The source is done; after ``stop()`` its state stays "stopped"."""
         with self._cond:
-            self._state = state
-            if state == "ended":
-                self._eof = True
+            if not self._stop.is_set():
+                self._state = state
+                if state == "ended":
+                    self._eof = True
             if error is not None:
                 self._last_error = error
             self._finished = True
