@@ -9,160 +9,53 @@ QoS 1/2 messages published while disconnected are kept by paho (``publish`` retu
 ``MQTT_ERR_NO_CONN`` but the message stays in the client's outgoing store, up to
 ``max_queued_messages``) and are sent after the next CONNACK, so a short broker outage loses no
 alerts. QoS 0 messages can't be queued and raise ``SinkError`` while disconnected.
+
+``stop()`` refuses new publishes, waits (up to ``stop_timeout_s``) for every message still
+pending to be acknowledged, and logs one warning naming how many were not, per topic.
+
+The settings model and the name/topic checks live in ``runtime.mqtt_settings``; they are
+re-exported here for older imports.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
-import ssl
 import sys
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import cast
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
-from pydantic import Field, field_validator, model_validator
 
-from runtime.config.base import ConfigPath, StrictModel
 from runtime.errors import ConfigError, SinkError, SourceError
+from runtime.mqtt_settings import (
+    MqttSettings,
+    TlsSettings,
+    build_tls_context,
+    check_name,
+    check_topic_filter,
+    check_topic_prefix,
+)
+from runtime.ratelimit import RateLimitedLog, RateLimitFilter
 
 logger = logging.getLogger(__name__)
+paho_logger = logging.getLogger(f"{__name__}.paho")
+"""paho's own log lines (clients built by ``from_settings``), rate-limited while a link runs."""
 
-NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
-"""device ids and pipeline names become exactly one topic level: no '/', '+', '#' or '$'."""
-
-_NAME_RE = re.compile(NAME_PATTERN)
 _EARLY_ACKS_MAX = 256
 _WARN_INTERVAL_S = 60.0
+PAHO_LOG_INTERVAL_S = 60.0
+"""paho repeats some lines (e.g. "Client is not connected") on every reconnect attempt; each
+distinct line is logged at most once per this interval, with a count of the dropped repeats."""
 
 AckCallback = Callable[[], None]
-
-
-def check_name(kind: str, value: str) -> str:
-    """``value`` unchanged if it is safe as one MQTT topic level, else ``ValueError``."""
-    if not _NAME_RE.fullmatch(value):
-        raise ValueError(
-            f"{kind} {value!r}: expected 1+ characters from [A-Za-z0-9_.-] "
-            "(it becomes one MQTT topic level; '/', '+', '#', spaces are not allowed)"
-        )
-    return value
-
-
-def check_topic_prefix(value: str) -> str:
-    """``value`` unchanged if it is a valid publish-topic prefix, else ``ValueError``."""
-    problem = None
-    if not value:
-        problem = "must not be empty"
-    elif "+" in value or "#" in value:
-        problem = "must not contain the wildcards '+' or '#'"
-    elif value.startswith("/") or value.endswith("/"):
-        problem = "must not start or end with '/'"
-    elif "//" in value:
-        problem = "must not contain empty levels ('//')"
-    elif value.startswith("$"):
-        problem = "must not start with '$' (reserved for broker topics)"
-    elif "\x00" in value:
-        problem = "must not contain NUL characters"
-    if problem is not None:
-        raise ValueError(f"topic_prefix {value!r} {problem}; expected e.g. 'edgewatch/plant3'")
-    return value
-
-
-def check_topic_filter(value: str) -> str:
-    """``value`` unchanged if it is a valid MQTT subscription filter, else ``ValueError``."""
-    levels = value.split("/")
-    ok = bool(value) and "\x00" not in value
-    for i, level in enumerate(levels):
-        if "#" in level and (level != "#" or i != len(levels) - 1):
-            ok = False
-        if "+" in level and level != "+":
-            ok = False
-    if not ok:
-        raise ValueError(
-            f"topic filter {value!r}: expected levels separated by '/', where '+' is a whole "
-            "level and '#' only the whole last level"
-        )
-    return value
-
-
-class TlsSettings(StrictModel):
-    """TLS to the broker (TLS 1.2 or newer). File paths are read when the link is built."""
-
-    ca_file: ConfigPath | None = Field(None, description="CA bundle; None uses the system CAs")
-    cert_file: ConfigPath | None = Field(
-        None, description="client certificate (PEM) for mutual TLS"
-    )
-    key_file: ConfigPath | None = Field(None, description="client key (PEM), if not in cert_file")
-    insecure: bool = Field(False, description="skip the broker hostname check (testing only)")
-
-    @model_validator(mode="after")
-    def _key_needs_cert(self) -> TlsSettings:
-        if self.key_file is not None and self.cert_file is None:
-            raise ValueError("tls.key_file is set but tls.cert_file is not; set both")
-        return self
-
-
-class MqttSettings(StrictModel):
-    """The device config's ``mqtt:`` section. Passwords come from ``password_env``/``password_file``
-    (resolved by the config loader), never inline."""
-
-    host: str = Field("127.0.0.1", min_length=1)
-    port: int = Field(1883, ge=1, le=65535)
-    client_id: str | None = Field(None, min_length=1, description='default "edgewatch-<device>"')
-    keepalive_s: int = Field(30, ge=1, le=65535)
-    topic_prefix: str = "edgewatch"
-    protocol: Literal["5", "3.1.1"] = "5"
-    username: str | None = Field(None, min_length=1)
-    password_env: str | None = Field(None, min_length=1)
-    password_file: ConfigPath | None = Field(None, min_length=1)
-    tls: TlsSettings | None = None
-    reconnect_min_s: float = Field(0.5, gt=0)
-    reconnect_max_s: float = Field(30.0, gt=0)
-    max_queued_messages: int = Field(10000, ge=1, description="QoS>0 messages kept while offline")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_inline_password(cls, data: Any) -> Any:
-        if isinstance(data, Mapping) and "password" in data:
-            raise ValueError(
-                "inline 'password' is not allowed; use password_env (an environment variable "
-                "name) or password_file (a file holding the password)"
-            )
-        return data
-
-    @field_validator("protocol", mode="before")
-    @classmethod
-    def _protocol_number(cls, value: Any) -> Any:
-        # YAML reads `protocol: 5` as an int.
-        if isinstance(value, int) and not isinstance(value, bool):
-            return str(value)
-        return value
-
-    @field_validator("topic_prefix")
-    @classmethod
-    def _topic_prefix(cls, value: str) -> str:
-        return check_topic_prefix(value)
-
-    @model_validator(mode="after")
-    def _consistent(self) -> MqttSettings:
-        if self.reconnect_max_s < self.reconnect_min_s:
-            raise ValueError(
-                f"reconnect_max_s ({self.reconnect_max_s}) must be >= "
-                f"reconnect_min_s ({self.reconnect_min_s})"
-            )
-        if self.password_env is not None and self.password_file is not None:
-            raise ValueError("set only one of password_env and password_file")
-        if (self.password_env or self.password_file) and self.username is None:
-            raise ValueError("password_env/password_file need a username")
-        return self
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +81,7 @@ class LinkStats:
     published: int
     acked: int
     rejected: int
+    pending: int
     last_error: str | None
 
     def as_dict(self) -> dict[str, object]:
@@ -199,49 +93,41 @@ class LinkStats:
             "published": self.published,
             "acked": self.acked,
             "rejected": self.rejected,
+            "pending": self.pending,
             "last_error": self.last_error,
         }
 
 
-class _Throttle:
-    """Allows one log line per key per interval; counts what it suppressed."""
-
-    def __init__(self, interval_s: float) -> None:
-        self._interval_ns = int(interval_s * 1e9)
-        self._last: dict[str, int] = {}
-        self._suppressed: dict[str, int] = {}
-        self._lock = threading.Lock()
-
-    def allow(self, key: str) -> int | None:
-        """None to stay quiet, else how many were suppressed since the last allowed one."""
-        now = time.monotonic_ns()
-        with self._lock:
-            last = self._last.get(key)
-            if last is not None and now - last < self._interval_ns:
-                self._suppressed[key] = self._suppressed.get(key, 0) + 1
-                return None
-            self._last[key] = now
-            return self._suppressed.pop(key, 0)
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    topic: str
+    on_ack: AckCallback | None
 
 
-def build_tls_context(tls: TlsSettings) -> ssl.SSLContext:
-    """An SSL context for the broker connection; unreadable files become ``ConfigError``."""
-    try:
-        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=tls.ca_file)
-    except (OSError, ssl.SSLError) as e:
-        raise ConfigError(f"mqtt.tls.ca_file {tls.ca_file!r}: can't load CA bundle: {e}") from e
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    if tls.cert_file is not None:
-        try:
-            ctx.load_cert_chain(tls.cert_file, tls.key_file)
-        except (OSError, ssl.SSLError) as e:
-            raise ConfigError(
-                f"mqtt.tls.cert_file {tls.cert_file!r} / key_file {tls.key_file!r}: "
-                f"can't load client certificate: {e}"
-            ) from e
-    if tls.insecure:
-        ctx.check_hostname = False
-    return ctx
+class _PahoLogFilter(RateLimitFilter):
+    """Rate-limits paho's log lines (see ``PAHO_LOG_INTERVAL_S``).
+
+    paho's "Client is not connected. ... Last known Connection State: <state>" is one message
+    whatever the state. Once the link is stopping it is dropped: after our own DISCONNECT,
+    paho's thread may loop once more before it sees ``loop_stop`` and log it, though nothing
+    is wrong.
+    """
+
+    _NOT_CONNECTED = "Client is not connected"
+
+    def __init__(self, link: MqttLink) -> None:
+        super().__init__(PAHO_LOG_INTERVAL_S)
+        self._link = link
+
+    def key(self, record: logging.LogRecord) -> Hashable:
+        if str(record.msg).startswith(self._NOT_CONNECTED):
+            return (record.levelno, self._NOT_CONNECTED)
+        return super().key(record)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self._link.stopping and str(record.msg).startswith(self._NOT_CONNECTED):
+            return False
+        return super().filter(record)
 
 
 class MqttLink:
@@ -249,6 +135,13 @@ class MqttLink:
 
     Topics: ``<prefix>/<device_id>/status`` (retained JSON, ``state`` online/offline) and
     ``<prefix>/<device_id>/alerts/<pipeline>``. The client must use callback API version 2.
+
+    Locking: paho runs ``on_publish`` while holding its own outgoing-message lock, and
+    ``client.publish`` takes that lock, so ``self._lock`` is never held while calling into
+    paho. Instead ``publish`` counts itself in ``_publishing`` (under the lock, together with the
+    ``_stopping`` check) before calling paho, and ``stop`` sets ``_stopping`` and then waits for
+    that count to reach zero: every publish either raises ``SinkError`` or is registered in
+    ``_pending`` before stop waits for the acks.
     """
 
     def __init__(
@@ -271,6 +164,8 @@ class MqttLink:
             check_topic_prefix(topic_prefix)
         except ValueError as e:
             raise ConfigError(str(e)) from None
+        if stop_timeout_s < 0:
+            raise ValueError(f"stop_timeout_s must be >= 0, got {stop_timeout_s}")
         self._client = client
         self.host = host
         self.port = port
@@ -282,12 +177,12 @@ class MqttLink:
         self._stop_timeout_s = stop_timeout_s
 
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        """Notified when a message is acked, a publish call finishes, or the connection fails."""
         self._connected = threading.Event()
-        self._disconnected = threading.Event()
         self._started = False
         self._stopping = False
-        self._stopped = False
-        self._closed = False
+        self._loop_stopped = False
         self._outage_reported = False
         self._last_error: str | None = None
         self._connects = 0
@@ -296,11 +191,13 @@ class MqttLink:
         self._published = 0
         self._acked = 0
         self._rejected = 0
-        self._pending: dict[int, AckCallback | None] = {}
+        self._publishing = 0
+        self._pending: dict[int, _Pending] = {}
         self._early: OrderedDict[int, bool] = OrderedDict()
         self._status_payload = self._status_json({})
         self._subscriptions: dict[str, int] = {}
-        self._throttle = _Throttle(_WARN_INTERVAL_S)
+        self._log = RateLimitedLog(logger, interval_s=_WARN_INTERVAL_S)
+        self._paho_log_filter = _PahoLogFilter(self)
 
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
@@ -310,7 +207,12 @@ class MqttLink:
 
     @classmethod
     def from_settings(
-        cls, settings: MqttSettings, device_id: str, password: str | None
+        cls,
+        settings: MqttSettings,
+        device_id: str,
+        password: str | None,
+        *,
+        stop_timeout_s: float = 2.0,
     ) -> MqttLink:
         """Build the paho client (protocol, credentials, TLS, queue bound) and the link."""
         try:
@@ -324,7 +226,7 @@ class MqttLink:
             client_id=settings.client_id or f"edgewatch-{device_id}",
             protocol=mqtt.MQTTv5 if settings.protocol == "5" else mqtt.MQTTv311,
         )
-        client.enable_logger(logging.getLogger(f"{__name__}.paho"))
+        client.enable_logger(paho_logger)
         client.max_queued_messages_set(settings.max_queued_messages)
         if settings.username is not None:
             client.username_pw_set(settings.username, password)
@@ -341,6 +243,7 @@ class MqttLink:
             device_id=device_id,
             reconnect_min_s=settings.reconnect_min_s,
             reconnect_max_s=settings.reconnect_max_s,
+            stop_timeout_s=stop_timeout_s,
         )
 
     # ----------------------------------------------------------------- topics
@@ -373,51 +276,89 @@ class MqttLink:
             self._client.connect_async(self.host, self.port, self.keepalive_s)
         except ValueError as e:
             raise ConfigError(f"mqtt broker {self.host}:{self.port}: {e}") from e
+        paho_logger.addFilter(self._paho_log_filter)
         rc = self._client.loop_start()
         if rc != mqtt.MQTT_ERR_SUCCESS:
+            paho_logger.removeFilter(self._paho_log_filter)
             raise SinkError(f"mqtt network loop didn't start: {mqtt.error_string(rc)}")
         logger.info(
             "mqtt connecting to %s:%d (status topic %s)", self.host, self.port, self.status_topic()
         )
 
     def stop(self) -> None:
-        """Publish a retained offline status (if connected), disconnect cleanly, stop the loop."""
+        """Refuse new publishes, publish a retained offline status (if connected), wait up to
+        ``stop_timeout_s`` for pending messages to be acknowledged, disconnect, stop the loop.
+
+        Messages still unacknowledged are reported in one warning (count per topic). The wait
+        ends early while the broker is unreachable, since nothing can be acknowledged then.
+        """
         with self._lock:
-            if not self._started or self._stopped:
+            if not self._started or self._stopping:
                 return
-            self._stopped = True
             self._stopping = True
+        deadline = time.monotonic() + self._stop_timeout_s
         try:
+            with self._changed:
+                self._changed.wait_for(lambda: self._publishing == 0, self._stop_timeout_s)
             if self.connected:
-                sent = threading.Event()
                 offline = json.dumps({"state": "offline", "device_id": self.device_id})
                 try:
-                    self.publish(
-                        self.status_topic(), offline.encode(), qos=1, retain=True, on_ack=sent.set
-                    )
+                    self._publish(self.status_topic(), offline.encode(), 1, True, None)
                 except SinkError as e:
                     logger.warning("offline status not published at shutdown: %s", e)
-                else:
-                    if not sent.wait(self._stop_timeout_s):
-                        logger.warning(
-                            "offline status not acknowledged within %.1f s", self._stop_timeout_s
-                        )
-            with self._lock:
-                unacked = len(self._pending)
-            if unacked:
-                logger.warning("mqtt stopping with %d message(s) not acknowledged", unacked)
+            self.flush(max(0.0, deadline - time.monotonic()))
+            self._report_unacked()
         finally:
-            with self._lock:
-                self._closed = True
-            was_connected = self.connected
             self._client.disconnect()
-            if was_connected:
-                # let the network thread finish the DISCONNECT before stopping it; stopping it
-                # mid-way makes paho log a spurious "not connected" error
-                self._disconnected.wait(self._stop_timeout_s)
-            self._client.loop_stop()
+            self._client.loop_stop()  # paho's thread sends the queued DISCONNECT first
+            with self._changed:
+                self._loop_stopped = True
+                self._changed.notify_all()
             self._connected.clear()
+            paho_logger.removeFilter(self._paho_log_filter)
             logger.info("mqtt link to %s:%d stopped", self.host, self.port)
+
+    def flush(self, timeout_s: float) -> bool:
+        """Wait until every message handed to ``publish`` is acknowledged; True if none is left.
+
+        Returns early (False) when waiting is pointless: the link isn't running, or the broker is
+        unreachable (a connect failed or the connection was lost, and it hasn't reconnected).
+        """
+        with self._changed:
+            self._changed.wait_for(
+                lambda: (not self._pending and self._publishing == 0) or self._acks_impossible(),
+                timeout_s,
+            )
+            return not self._pending and self._publishing == 0
+
+    def _acks_impossible(self) -> bool:
+        """Caller holds the lock."""
+        if not self._started or self._loop_stopped:
+            return True
+        return self._outage_reported and not self._connected.is_set()
+
+    def _report_unacked(self) -> None:
+        with self._lock:
+            per_topic = Counter(p.topic for p in self._pending.values())
+        if per_topic:
+            logger.warning(
+                "mqtt link to %s:%d stopping with %d message(s) not acknowledged by the broker "
+                "(lost unless the broker got them): %s",
+                self.host,
+                self.port,
+                per_topic.total(),
+                ", ".join(f"{n} on {topic}" for topic, n in per_topic.most_common()),
+            )
+
+    @property
+    def stopping(self) -> bool:
+        """True from the moment ``stop`` was called."""
+        return self._stopping
+
+    @property
+    def stop_timeout_s(self) -> float:
+        """How long ``stop`` waits for acknowledgements (sinks use it for their own flush)."""
+        return self._stop_timeout_s
 
     @property
     def connected(self) -> bool:
@@ -442,6 +383,7 @@ class MqttLink:
                 published=self._published,
                 acked=self._acked,
                 rejected=self._rejected,
+                pending=len(self._pending),
                 last_error=self._last_error,
             )
 
@@ -459,15 +401,27 @@ class MqttLink:
         retain: bool = False,
         on_ack: AckCallback | None = None,
     ) -> int:
-        """Hand a message to paho; returns its mid.
+        """Hand a message to paho; returns its mid. ``SinkError`` once the link is stopping.
 
         ``on_ack`` runs on the network thread once the broker acknowledged it (PUBACK for QoS 1,
-        PUBCOMP for QoS 2; for QoS 0 once written to the socket). While disconnected, QoS 1/2
+        PUBCOMP for QoS 2; for QoS 0 once written to the socket); it may run before this call
+        returns, and never runs for a message the broker rejected. While disconnected, QoS 1/2
         messages are queued by paho and sent after reconnecting.
         """
         with self._lock:
-            if self._closed:
+            if self._stopping:
                 raise SinkError(f"publish to {topic}: the MQTT link is stopped")
+            self._publishing += 1
+        try:
+            return self._publish(topic, payload, qos, retain, on_ack)
+        finally:
+            with self._changed:
+                self._publishing -= 1
+                self._changed.notify_all()
+
+    def _publish(
+        self, topic: str, payload: bytes, qos: int, retain: bool, on_ack: AckCallback | None
+    ) -> int:
         try:
             info = self._client.publish(topic, payload, qos=qos, retain=retain)
         except ValueError as e:
@@ -481,7 +435,7 @@ class MqttLink:
             self._published += 1
             early = self._early.pop(info.mid, None)
             if early is None:
-                self._pending[info.mid] = on_ack
+                self._pending[info.mid] = _Pending(topic, on_ack)
         if early and on_ack is not None:
             self._run_ack(on_ack)
         return info.mid
@@ -508,6 +462,8 @@ class MqttLink:
 
     def _publish_status(self) -> None:
         with self._lock:
+            if self._stopping:
+                return  # stop() publishes the offline status itself
             payload = self._status_payload
         try:
             self.publish(self.status_topic(), payload, qos=1, retain=True)
@@ -539,15 +495,15 @@ class MqttLink:
             )
             try:
                 callback(received)
-            except Exception:
-                suppressed = self._throttle.allow(f"callback:{topic_filter}")
-                if suppressed is not None:
-                    logger.exception(
-                        "subscription callback for %r failed on %s (%d similar suppressed)",
-                        topic_filter,
-                        received.topic,
-                        suppressed,
-                    )
+            except Exception:  # noqa: BLE001 - logged; paho's network thread must survive
+                self._log.log(
+                    logging.ERROR,
+                    f"callback:{topic_filter}",
+                    "subscription callback for %r failed on %s",
+                    topic_filter,
+                    received.topic,
+                    exc_info=True,
+                )
 
         with self._lock:
             self._subscriptions[topic_filter] = qos
@@ -586,7 +542,6 @@ class MqttLink:
             reconnect = self._connects > 1
             failures = self._failed_connects
             self._outage_reported = False
-        self._disconnected.clear()
         self._connected.set()
         if reconnect:
             logger.info(
@@ -607,11 +562,12 @@ class MqttLink:
         self._connect_failed(reason)
 
     def _connect_failed(self, reason: str) -> None:
-        with self._lock:
+        with self._changed:
             self._failed_connects += 1
             self._last_error = reason
             first = not self._outage_reported
             self._outage_reported = True
+            self._changed.notify_all()
         if first:
             logger.warning(
                 "mqtt connect to %s:%d failed: %s; retrying every %.1f-%.1f s",
@@ -634,15 +590,15 @@ class MqttLink:
     ) -> None:
         was_connected = self._connected.is_set()
         self._connected.clear()
-        self._disconnected.set()
         if not was_connected:
             return  # the end of a refused connect, already reported by _connect_failed
-        with self._lock:
+        with self._changed:
             self._disconnects += 1
+            self._outage_reported = True
             stopping = self._stopping
             if not stopping:
                 self._last_error = f"connection lost: {reason_code}"
-                self._outage_reported = True
+            self._changed.notify_all()
         if stopping:
             logger.debug("mqtt disconnected from %s:%d", self.host, self.port)
         else:
@@ -662,29 +618,30 @@ class MqttLink:
         _properties: Properties | None,
     ) -> None:
         ok = not reason_code.is_failure
-        with self._lock:
+        with self._changed:
             if ok:
                 self._acked += 1
             else:
                 self._rejected += 1
-            known = mid in self._pending
-            callback = self._pending.pop(mid, None)
-            if not known:
+            pending = self._pending.pop(mid, None)
+            if pending is None:
                 # The ack beat publish() to registering the mid; publish() settles it.
                 self._early[mid] = ok
                 while len(self._early) > _EARLY_ACKS_MAX:
                     self._early.popitem(last=False)
+            if not self._pending:
+                self._changed.notify_all()
         if not ok:
-            suppressed = self._throttle.allow("rejected")
-            if suppressed is not None:
-                logger.warning(
-                    "broker rejected message mid %d: %s (%d similar suppressed)",
-                    mid,
-                    reason_code,
-                    suppressed,
-                )
-        elif callback is not None:
-            self._run_ack(callback)
+            self._log.log(
+                logging.WARNING,
+                "rejected",
+                "broker rejected message mid %d on %s: %s",
+                mid,
+                "?" if pending is None else pending.topic,
+                reason_code,
+            )
+        elif pending is not None and pending.on_ack is not None:
+            self._run_ack(pending.on_ack)
 
     def _on_subscribe(
         self,
@@ -701,14 +658,14 @@ class MqttLink:
     def _run_ack(self, callback: AckCallback) -> None:
         try:
             callback()
-        except Exception:
-            suppressed = self._throttle.allow("ack-callback")
-            if suppressed is not None:
-                logger.exception("publish ack callback failed (%d similar suppressed)", suppressed)
+        except Exception:  # noqa: BLE001 - logged; paho's network thread must survive
+            self._log.log(
+                logging.ERROR, "ack-callback", "publish ack callback failed", exc_info=True
+            )
 
 
 __all__ = [
-    "NAME_PATTERN",
+    "PAHO_LOG_INTERVAL_S",
     "AckCallback",
     "LinkStats",
     "MessageCallback",

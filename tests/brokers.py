@@ -7,7 +7,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol, cast
 
 import paho.mqtt.client as mqtt
@@ -18,6 +17,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from tools.mosquitto import (
     HOST,
     BrokerError,
+    BrokerOptions,
     MosquittoBroker,
     find_tool,
     free_port,
@@ -28,6 +28,7 @@ __all__ = [
     "HOST",
     "BrokerError",
     "BrokerFactory",
+    "BrokerOptions",
     "MosquittoBroker",
     "Received",
     "Subscriber",
@@ -152,16 +153,7 @@ class Subscriber:
 
 
 class BrokerFactory(Protocol):
-    def __call__(
-        self,
-        *,
-        password_file: Path | None = None,
-        cafile: Path | None = None,
-        certfile: Path | None = None,
-        keyfile: Path | None = None,
-        require_certificate: bool = False,
-        persistence: bool = False,
-    ) -> MosquittoBroker: ...
+    def __call__(self, options: BrokerOptions | None = None) -> MosquittoBroker: ...
 
 
 class SubscriberFactory(Protocol):

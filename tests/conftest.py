@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.brokers import BrokerError, BrokerFactory, MosquittoBroker, Subscriber, SubscriberFactory
+from tests.brokers import (
+    BrokerError,
+    BrokerFactory,
+    BrokerOptions,
+    MosquittoBroker,
+    Subscriber,
+    SubscriberFactory,
+)
 
 
 @pytest.fixture
@@ -18,24 +25,8 @@ def make_broker(tmp_path: Path) -> Iterator[BrokerFactory]:
     brokers: list[MosquittoBroker] = []
     counter = itertools.count()
 
-    def make(
-        *,
-        password_file: Path | None = None,
-        cafile: Path | None = None,
-        certfile: Path | None = None,
-        keyfile: Path | None = None,
-        require_certificate: bool = False,
-        persistence: bool = False,
-    ) -> MosquittoBroker:
-        broker = MosquittoBroker(
-            tmp_path / f"mosquitto-{next(counter)}",
-            password_file=password_file,
-            cafile=cafile,
-            certfile=certfile,
-            keyfile=keyfile,
-            require_certificate=require_certificate,
-            persistence=persistence,
-        )
+    def make(options: BrokerOptions | None = None) -> MosquittoBroker:
+        broker = MosquittoBroker(tmp_path / f"mosquitto-{next(counter)}", options)
         brokers.append(broker)
         try:
             broker.start()

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -52,64 +53,66 @@ def write_password_file(path: Path, users: dict[str, str]) -> Path:
     return path
 
 
-class MosquittoBroker:
-    """Writes a minimal config into ``workdir`` and runs ``mosquitto -c`` on one fixed port.
+@dataclass(frozen=True, slots=True)
+class BrokerOptions:
+    """How a ``MosquittoBroker`` is configured beyond its port (defaults: anonymous, no TLS).
 
-    Anonymous clients are allowed unless a password file or a TLS listener is configured.
-    ``restart()`` reuses the same port, so clients can reconnect to the same address. With
-    ``persistence=True`` the broker saves its database after every change, so sessions and
-    queued messages survive ``kill()`` (SIGKILL).
+    ``password_file`` turns off anonymous access; ``certfile``/``keyfile`` make the listener TLS
+    (``cafile`` plus ``require_certificate`` for client certificates); ``persistence`` saves the
+    database after every change so sessions and queued messages survive ``kill()``.
     """
 
-    def __init__(
-        self,
-        workdir: Path,
-        *,
-        port: int | None = None,
-        password_file: Path | None = None,
-        cafile: Path | None = None,
-        certfile: Path | None = None,
-        keyfile: Path | None = None,
-        require_certificate: bool = False,
-        persistence: bool = False,
-        extra_config: tuple[str, ...] = (),
-    ) -> None:
-        if (certfile is None) != (keyfile is None):
+    password_file: Path | None = None
+    cafile: Path | None = None
+    certfile: Path | None = None
+    keyfile: Path | None = None
+    require_certificate: bool = False
+    persistence: bool = False
+    extra_config: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if (self.certfile is None) != (self.keyfile is None):
             raise ValueError("TLS needs both certfile and keyfile")
-        if require_certificate and cafile is None:
+        if self.require_certificate and self.cafile is None:
             raise ValueError("require_certificate needs a cafile to check client certificates")
-        self.workdir = workdir
-        self.host = HOST
-        self.port = port if port is not None else free_port()
-        self.password_file = password_file
-        self.cafile = cafile
-        self.certfile = certfile
-        self.keyfile = keyfile
-        self.require_certificate = require_certificate
-        self.persistence = persistence
-        self.extra_config = extra_config
-        self.config_path = workdir / "mosquitto.conf"
-        self.log_path = workdir / "mosquitto.log"
-        self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def tls(self) -> bool:
         return self.certfile is not None
 
+
+class MosquittoBroker:
+    """Writes a minimal config into ``workdir`` and runs ``mosquitto -c`` on one fixed port.
+
+    ``restart()`` reuses the same port, so clients can reconnect to the same address.
+    """
+
+    def __init__(
+        self, workdir: Path, options: BrokerOptions | None = None, *, port: int | None = None
+    ) -> None:
+        self.workdir = workdir
+        self.options = options or BrokerOptions()
+        self.host = HOST
+        self.port = port if port is not None else free_port()
+        self.config_path = workdir / "mosquitto.conf"
+        self.log_path = workdir / "mosquitto.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+
     def config_text(self) -> str:
+        opts = self.options
         lines = [f"listener {self.port} {self.host}"]
-        anonymous = self.password_file is None and not self.tls
+        anonymous = opts.password_file is None and not opts.tls
         lines.append(f"allow_anonymous {'true' if anonymous else 'false'}")
-        if self.password_file is not None:
-            lines.append(f"password_file {self.password_file}")
-        if self.tls:
-            lines += [f"certfile {self.certfile}", f"keyfile {self.keyfile}"]
-            if self.cafile is not None:
-                lines.append(f"cafile {self.cafile}")
+        if opts.password_file is not None:
+            lines.append(f"password_file {opts.password_file}")
+        if opts.tls:
+            lines += [f"certfile {opts.certfile}", f"keyfile {opts.keyfile}"]
+            if opts.cafile is not None:
+                lines.append(f"cafile {opts.cafile}")
             lines.append("tls_version tlsv1.2")
-            if self.require_certificate:
+            if opts.require_certificate:
                 lines += ["require_certificate true", "use_identity_as_username true"]
-        if self.persistence:
+        if opts.persistence:
             lines += [
                 "persistence true",
                 f"persistence_location {self.workdir}/",
@@ -121,7 +124,7 @@ class MosquittoBroker:
         if os.geteuid() == 0:
             lines.append("user root")  # otherwise mosquitto drops to a user that can't write here
         lines += ["log_dest stderr", "log_type all", "connection_messages true"]
-        lines += list(self.extra_config)
+        lines += list(opts.extra_config)
         return "\n".join(lines) + "\n"
 
     @property

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import threading
@@ -10,7 +11,7 @@ from collections import deque
 from typing import ClassVar, Literal
 
 from runtime.config.base import PluginConfig
-from runtime.errors import ConfigError
+from runtime.errors import ConfigError, SinkError
 from runtime.messages import Alert
 from runtime.mqtt_link import MqttLink
 from runtime.sinks.base import SINKS, Sink, SinkContext
@@ -18,6 +19,7 @@ from runtime.sinks.base import SINKS, Sink, SinkContext
 logger = logging.getLogger(__name__)
 
 LATENCY_WINDOW = 1024
+UNACKED_IDS_LOGGED = 20
 
 
 class MqttSinkConfig(PluginConfig):
@@ -30,9 +32,11 @@ class MqttSinkConfig(PluginConfig):
 class MqttSink(Sink):
     """Publishes each alert's JSON through the device's shared ``MqttLink``.
 
-    The link owns the connection (started/stopped by the app), so this sink's ``start``/``stop``
-    do nothing. When the broker acknowledges an alert, the capture->PUBACK latency is logged and
-    kept (last ``LATENCY_WINDOW`` values).
+    The link owns the connection (started/stopped by the app). When the broker acknowledges an
+    alert, the capture->PUBACK latency is logged and kept (last ``LATENCY_WINDOW`` values).
+    Alerts not acknowledged yet are tracked by id: ``stop`` waits for them (up to the link's
+    ``stop_timeout_s``, less while the broker is unreachable) and then names, in one warning,
+    the ones that may be lost.
     """
 
     config_type: ClassVar[type[PluginConfig]] = MqttSinkConfig
@@ -47,6 +51,11 @@ class MqttSink(Sink):
         self._latencies_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self._published = 0
         self._acked = 0
+        self._stopped = False
+        # Keyed by a number of our own, not the mid: the ack can arrive before publish()
+        # returns the mid, so the entry must exist before the link sees the message.
+        self._numbers = itertools.count()
+        self._unacked: dict[int, str] = {}
 
     @classmethod
     def from_config(cls, config: PluginConfig, context: SinkContext) -> MqttSink:
@@ -60,10 +69,16 @@ class MqttSink(Sink):
 
     def publish(self, alert: Alert) -> None:
         topic = self._link.alert_topic(alert.pipeline)
+        with self._lock:
+            if self._stopped:
+                raise SinkError(f"alert {alert.alert_id} not published: the mqtt sink is stopped")
+            number = next(self._numbers)
+            self._unacked[number] = alert.alert_id
 
         def acked() -> None:
             latency_ms = (time.monotonic_ns() - alert.captured_mono_ns) / 1e6
             with self._lock:
+                self._unacked.pop(number, None)
                 self._acked += 1
                 self._latencies_ms.append(latency_ms)
             logger.info(
@@ -77,9 +92,44 @@ class MqttSink(Sink):
                 latency_ms,
             )
 
-        self._link.publish(topic, alert.to_json(), qos=self._qos, retain=self._retain, on_ack=acked)
+        try:
+            self._link.publish(
+                topic, alert.to_json(), qos=self._qos, retain=self._retain, on_ack=acked
+            )
+        except BaseException:
+            with self._lock:
+                self._unacked.pop(number, None)
+            raise
         with self._lock:
             self._published += 1
+
+    def stop(self) -> None:
+        """Wait for outstanding acks, then warn once naming the alerts that weren't acked."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+            waiting = bool(self._unacked)
+        if waiting:
+            self._link.flush(self._link.stop_timeout_s)
+        ids = self.unacked_alert_ids()
+        if ids:
+            shown = ", ".join(ids[:UNACKED_IDS_LOGGED])
+            more = len(ids) - UNACKED_IDS_LOGGED
+            logger.warning(
+                "mqtt sink stopping with %d alert(s) not acknowledged by the broker at %s:%d "
+                "(lost unless the broker got them): %s%s",
+                len(ids),
+                self._link.host,
+                self._link.port,
+                shown,
+                f" and {more} more" if more > 0 else "",
+            )
+
+    def unacked_alert_ids(self) -> list[str]:
+        """Ids of published alerts the broker hasn't acknowledged (yet), oldest first."""
+        with self._lock:
+            return list(self._unacked.values())
 
     def ack_latencies_ms(self) -> list[float]:
         """capture->PUBACK latencies of the most recent acknowledged alerts, oldest first."""
@@ -88,11 +138,12 @@ class MqttSink(Sink):
 
     def status(self) -> dict[str, object]:
         with self._lock:
-            published, acked = self._published, self._acked
+            published, acked, unacked = self._published, self._acked, len(self._unacked)
             latencies = sorted(self._latencies_ms)
         return {
             "published": published,
             "acked": acked,
+            "unacked": unacked,
             "ack_latency_p50_ms": percentile(latencies, 50),
             "ack_latency_p99_ms": percentile(latencies, 99),
         }

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from importlib import resources
@@ -18,12 +20,14 @@ from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import ValidationError
 
 from runtime.errors import ConfigError, SinkError
-from runtime.messages import Alert, AlertState, BBox, ModelInfo
-from runtime.mqtt_link import MqttLink, MqttSettings, ReceivedMessage, TlsSettings
+from runtime.mqtt_link import MqttLink, ReceivedMessage
+from runtime.mqtt_settings import MqttSettings, TlsSettings
+from runtime.ratelimit import RateLimitFilter
 from runtime.sinks.base import SINKS, SinkContext
 from runtime.sinks.mqtt import MqttSink, MqttSinkConfig
 from tests.brokers import (
     BrokerFactory,
+    BrokerOptions,
     MosquittoBroker,
     SubscriberFactory,
     find_tool,
@@ -31,43 +35,14 @@ from tests.brokers import (
     wait_until,
     write_password_file,
 )
+from tests.factories import make_alert
 
 pytestmark = pytest.mark.integration
 
 DEVICE = "gw01"
-BOOT = "b00t"
 PREFIX = "edgewatch"
 STATUS_TOPIC = f"{PREFIX}/{DEVICE}/status"
 ALERTS_FILTER = f"{PREFIX}/{DEVICE}/alerts/#"
-
-
-def make_alert(
-    seq: int = 0,
-    pipeline: str = "door",
-    state: AlertState = "raised",
-    bbox: BBox | None = (10.0, 20.5, 110.25, 220.0),
-) -> Alert:
-    now_ns = time.time_ns()
-    return Alert(
-        alert_id=f"{BOOT}-{seq}",
-        seq=seq,
-        boot_id=BOOT,
-        device_id=DEVICE,
-        pipeline=pipeline,
-        rule="person-at-door",
-        state=state,
-        severity="warning",
-        ts_ns=now_ns,
-        model=ModelInfo(name="detector", version="1.2.0", sha256="ab" * 32),
-        label="person",
-        score=0.876543219,
-        bbox=bbox,
-        source="cam0",
-        frame_seq=100 + seq,
-        captured_at_ns=now_ns - 4_000_000,
-        captured_mono_ns=time.monotonic_ns() - 4_000_000,
-        latency_ms={"infer": 3.25, "total": 4.0},
-    )
 
 
 def alert_validator() -> Draft202012Validator:
@@ -85,6 +60,7 @@ class LinkFactory(Protocol):
         device_id: str = DEVICE,
         password: str | None = None,
         start: bool = True,
+        stop_timeout_s: float = 2.0,
         **settings: Any,
     ) -> MqttLink: ...
 
@@ -100,10 +76,13 @@ def make_link() -> Iterator[LinkFactory]:
         device_id: str = DEVICE,
         password: str | None = None,
         start: bool = True,
+        stop_timeout_s: float = 2.0,
         **settings: Any,
     ) -> MqttLink:
         options: dict[str, Any] = {"reconnect_min_s": 0.05, "reconnect_max_s": 0.2} | settings
-        link = MqttLink.from_settings(MqttSettings(port=port, **options), device_id, password)
+        link = MqttLink.from_settings(
+            MqttSettings(port=port, **options), device_id, password, stop_timeout_s=stop_timeout_s
+        )
         links.append(link)
         if start:
             link.start()
@@ -143,7 +122,7 @@ def test_alert_arrives_on_pipeline_topic_and_matches_schema(
     caplog.set_level(logging.INFO, logger="runtime.sinks.mqtt")
     sub = subscriber(broker, ALERTS_FILTER, qos=2)
     sink = mqtt_sink(connected_link(make_link, broker), qos=qos)
-    alert = make_alert(pipeline="front-door.v2")
+    alert = make_alert(pipeline="front-door.v2", captured_mono_ns=time.monotonic_ns() - 4_000_000)
 
     sink.publish(alert)
 
@@ -317,7 +296,7 @@ def test_reconnects_after_broker_restart_and_republishes_online_status(
 def test_qos1_alerts_published_while_broker_is_down_arrive_after_restart(
     make_broker: BrokerFactory, subscriber: SubscriberFactory, make_link: LinkFactory
 ) -> None:
-    broker = make_broker(persistence=True)
+    broker = make_broker(BrokerOptions(persistence=True))
     # A persistent session that the broker saves to disk, so it survives SIGKILL and the broker
     # queues alerts for it no matter whether the link or the subscriber reconnects first.
     sub = subscriber(broker, ALERTS_FILTER, persistent=True, client_id="archiver")
@@ -376,9 +355,8 @@ def test_bad_password_is_retried_and_logged_once_without_the_password(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     secret = "wrong-battery-staple-42"
-    broker = make_broker(
-        password_file=write_password_file(tmp_path / "passwd", {"edge": "correct-horse"})
-    )
+    passwd = write_password_file(tmp_path / "passwd", {"edge": "correct-horse"})
+    broker = make_broker(BrokerOptions(password_file=passwd))
     link = make_link(
         broker.port, username="edge", password_env="MQTT_PW", protocol=protocol, password=secret
     )
@@ -421,6 +399,184 @@ def test_mosquitto_sub_receives_an_alert(broker: MosquittoBroker, make_link: Lin
     payload = json.loads(payload_line)
     assert payload["seq"] == 7 and payload["pipeline"] == "yard"
     assert list(alert_validator().iter_errors(payload)) == []
+
+
+# ------------------------------------------------------------------------ shutdown
+
+
+def test_stop_names_the_alerts_the_broker_never_acknowledged(
+    broker: MosquittoBroker, make_link: LinkFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    link = connected_link(make_link, broker)
+    sink = mqtt_sink(link)
+    sink.publish(make_alert(seq=0))
+    wait_until(lambda: sink.status()["acked"] == 1, what="the first alert's ack")
+
+    broker.kill()
+    wait_until(lambda: not link.connected, what="the link to notice the dead broker")
+    lost = [make_alert(seq=seq, pipeline="door" if seq % 2 else "yard") for seq in range(1, 26)]
+    for alert in lost:
+        sink.publish(alert)  # queued by paho: no exception, no ack
+    lost_ids = [a.alert_id for a in lost]
+    assert sink.unacked_alert_ids() == lost_ids
+    assert sink.status()["unacked"] == 25
+
+    started = time.monotonic()
+    sink.stop()  # the app stops sinks before the link
+    link.stop()
+    assert time.monotonic() - started < 1.0  # no point waiting for a broker that is down
+
+    [sink_warning] = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "runtime.sinks.mqtt" and r.levelno == logging.WARNING
+    ]
+    assert "25 alert(s) not acknowledged" in sink_warning
+    assert ", ".join(lost_ids[:20]) + " and 5 more" in sink_warning
+    assert lost_ids[20] not in sink_warning
+    assert "b00t-0," not in sink_warning  # acknowledged before the outage
+    [link_warning] = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "runtime.mqtt_link" and "not acknowledged" in r.getMessage()
+    ]
+    assert "25 message(s) not acknowledged" in link_warning
+    assert f"13 on {PREFIX}/{DEVICE}/alerts/door" in link_warning
+    assert f"12 on {PREFIX}/{DEVICE}/alerts/yard" in link_warning
+    assert sink.unacked_alert_ids() == lost_ids
+    assert link.stats().pending == 25
+    with pytest.raises(SinkError, match=r"b00t-99.*stopped"):
+        sink.publish(make_alert(seq=99))
+
+
+@pytest.mark.parametrize("stop_sink_first", [True, False], ids=["sink-then-link", "link-only"])
+def test_stop_waits_for_every_pending_alert_to_be_acknowledged(
+    broker: MosquittoBroker,
+    subscriber: SubscriberFactory,
+    make_link: LinkFactory,
+    caplog: pytest.LogCaptureFixture,
+    stop_sink_first: bool,
+) -> None:
+    sub = subscriber(broker, ALERTS_FILTER)
+    link = connected_link(make_link, broker, stop_timeout_s=10.0)
+    sink = mqtt_sink(link)
+    for seq in range(200):
+        sink.publish(make_alert(seq=seq))
+    assert link.stats().pending > 0  # stop() really has something to wait for
+
+    if stop_sink_first:
+        sink.stop()
+        assert sink.unacked_alert_ids() == []
+    link.stop()
+
+    assert [m.json()["seq"] for m in sub.wait_for(200)] == list(range(200))
+    assert sink.status()["acked"] == 200
+    assert sink.unacked_alert_ids() == []
+    assert link.stats().pending == 0
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    offline = subscriber(broker, STATUS_TOPIC).wait_for(1)[0]
+    assert offline.json()["state"] == "offline"
+
+
+def test_a_publish_racing_stop_either_arrives_or_raises(
+    broker: MosquittoBroker, subscriber: SubscriberFactory, make_link: LinkFactory
+) -> None:
+    topic = f"{PREFIX}/{DEVICE}/race"
+    sub = subscriber(broker, topic)
+    link = connected_link(make_link, broker, stop_timeout_s=10.0)
+    accepted: list[bytes] = []
+    refused: list[SinkError] = []
+    running = threading.Event()
+
+    def publish_until_refused(name: str) -> None:
+        for i in itertools.count():
+            payload = f"{name}-{i}".encode()
+            try:
+                link.publish(topic, payload, qos=1)
+            except SinkError as e:
+                refused.append(e)
+                return
+            accepted.append(payload)
+            if i == 50:
+                running.set()
+
+    publishers = [
+        threading.Thread(target=publish_until_refused, args=(name,)) for name in ("a", "b")
+    ]
+    for thread in publishers:
+        thread.start()
+    assert running.wait(5)
+    link.stop()
+    for thread in publishers:
+        thread.join(5)
+
+    assert len(refused) == 2 and all("stopped" in str(e) for e in refused)
+    received = sub.wait_for(len(accepted))
+    time.sleep(0.1)  # nothing that was refused may show up late
+    assert len(sub.messages) == len(accepted)
+    assert sorted(m.payload for m in received) == sorted(accepted)
+    assert link.stats().pending == 0
+
+
+# -------------------------------------------------------------------- paho logging
+
+
+def test_paho_repeats_are_rate_limited_while_the_broker_is_down(
+    broker: MosquittoBroker, make_link: LinkFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    link = connected_link(make_link, broker)  # reconnect attempts every 50-200 ms
+
+    broker.kill()
+    down_until = time.monotonic() + 2.0
+    while time.monotonic() < down_until:
+        link.publish(link.alert_topic("door"), b"{}", qos=1)
+        time.sleep(0.02)
+    failed_attempts = link.stats().failed_connects
+    broker.restart()
+    assert link.wait_connected(5), link.last_error
+
+    assert failed_attempts >= 5  # paho logged "Client is not connected" on each of them
+    paho = [r for r in caplog.records if r.name == "runtime.mqtt_link.paho"]
+    assert len(paho) <= 2, [r.getMessage() for r in paho]
+    ours = [
+        r for r in caplog.records if r.name == "runtime.mqtt_link" and r.levelno >= logging.WARNING
+    ]
+    assert len(ours) == 1 and "lost" in ours[0].getMessage()  # once per outage
+
+
+def test_rate_limit_filter_passes_each_message_once_per_interval() -> None:
+    now = [0.0]
+    limiter = RateLimitFilter(interval_s=30.0, clock=lambda: now[0])
+    log = logging.getLogger("tests.ratelimit.filter")
+    records: list[logging.LogRecord] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler = Collect()
+    log.addHandler(handler)
+    log.addFilter(limiter)
+    log.setLevel(logging.DEBUG)
+    log.propagate = False
+    try:
+        for _ in range(5):
+            log.error("Client is not connected (%d%%)", 100)
+            log.warning("failed to receive on socket: %s", "reset")
+            log.debug("Sending PINGREQ")
+        now[0] = 31.0
+        log.error("Client is not connected (%d%%)", 100)
+    finally:
+        log.removeHandler(handler)
+        log.removeFilter(limiter)
+    assert [(r.levelname, r.getMessage()) for r in records] == [
+        ("ERROR", "Client is not connected (100%)"),
+        ("WARNING", "failed to receive on socket: reset"),
+        *[("DEBUG", "Sending PINGREQ")] * 5,
+        ("ERROR", "Client is not connected (100%) (4 similar messages suppressed)"),
+    ]
 
 
 # ------------------------------------------------------------------ subscriptions
@@ -479,7 +635,9 @@ def test_pipeline_names_cannot_inject_topic_levels(make_link: LinkFactory, pipel
         link.alert_topic(pipeline)
 
 
-@pytest.mark.parametrize("device_id", ["gw/01", "gw+", "#", "", "gw 01"])
+@pytest.mark.parametrize(
+    "device_id", ["gw/01", "gw+", "#", "", "gw 01", "-gw01", ".gw01", "$SYS", "g" * 65]
+)
 def test_device_ids_cannot_inject_topic_levels(device_id: str) -> None:
     with pytest.raises(ConfigError, match="device_id"):
         MqttLink.from_settings(MqttSettings(), device_id, None)
