@@ -617,7 +617,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"(margin {rule.margin:.5f}); expect {rule.expected_alerts} alerts per run"
             )
             loaded = configure(rule)  # (a) and (c) use the backend settings App gets from this
-            live = configure(rule, live_fps=args.live_fps)
+            live = configure(rule, live_fps=args.live_fps) if args.live_fps > 0 else None
             backend = backend_config(loaded)
             session = open_session(bundle / manifest.file, backend, tensors[0])
             publisher = NaivePublisher(broker.port)
@@ -630,7 +630,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     c, c_lat = bench_naive(video, preprocessor, session, publisher)
                     d = bench_edgewatch(loaded, args.frames)
                     e = bench_overlapped(video, preprocessor, session)
-                    f = bench_edgewatch(live, args.frames) if args.live_fps else None
+                    f = None if live is None else bench_edgewatch(live, args.frames)
                     if d.frames != decoded or d.frame_errors or d.alerts != rule.expected_alerts:
                         progress(
                             f"  warning: edgewatch processed {d.frames}/{decoded} frames, "
