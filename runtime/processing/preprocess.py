@@ -22,6 +22,8 @@ class Geometry:
     scale_y: float
     pad_x: float  # input pixels of padding on the left / top (letterbox)
     pad_y: float
+    input_width: int = 0  # the model input's size; 0 when unknown (derive from the rest)
+    input_height: int = 0
 
     def to_frame(self, boxes: NDArray[np.float32]) -> NDArray[np.float32]:
         """Map Nx4 x1,y1,x2,y2 boxes from model-input pixels to frame pixels, clipped."""
@@ -56,7 +58,7 @@ class Preprocessor:
 
     def identity_geometry(self) -> Geometry:
         """The geometry of a frame that already has the model's input size."""
-        return Geometry(self.width, self.height, 1.0, 1.0, 0.0, 0.0)
+        return Geometry(self.width, self.height, 1.0, 1.0, 0.0, 0.0, self.width, self.height)
 
     def __call__(self, image: NDArray[np.uint8]) -> tuple[NDArray[np.generic], Geometry]:
         resized, geometry = self._resize(image)
@@ -75,7 +77,7 @@ class Preprocessor:
         if self.spec.resize == "stretch":
             sx, sy = self.width / w, self.height / h
             out = image if (w, h) == (self.width, self.height) else self._cv_resize(image, sx, sy)
-            return out, Geometry(w, h, sx, sy, 0.0, 0.0)
+            return out, Geometry(w, h, sx, sy, 0.0, 0.0, self.width, self.height)
         s = min(self.width / w, self.height / h)
         # at least one pixel: a very thin frame would otherwise round to 0 and crash cv2.resize
         nw, nh = max(1, round(w * s)), max(1, round(h * s))
@@ -83,7 +85,7 @@ class Preprocessor:
         canvas = np.full((self.height, self.width, 3), self.spec.letterbox_fill, dtype=np.uint8)
         interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
         canvas[py : py + nh, px : px + nw] = cv2.resize(image, (nw, nh), interpolation=interp)
-        return canvas, Geometry(w, h, nw / w, nh / h, float(px), float(py))
+        return canvas, Geometry(w, h, nw / w, nh / h, float(px), float(py), self.width, self.height)
 
     def _cv_resize(self, image: NDArray[np.uint8], sx: float, sy: float) -> NDArray[np.uint8]:
         interp = cv2.INTER_AREA if sx < 1 and sy < 1 else cv2.INTER_LINEAR

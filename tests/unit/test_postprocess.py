@@ -1006,3 +1006,23 @@ def test_ssd_never_raises_and_boxes_stay_in_frame(
     for d in dets:
         assert math.isfinite(d.score)
         assert d.score >= conf
+
+
+def test_ssd_boxes_are_exact_with_an_odd_letterbox_padding() -> None:
+    from runtime.manifest import InputSpec
+    from runtime.processing.preprocess import Preprocessor
+
+    spec = InputSpec(name="x", shape=[1, 300, 300, 3], layout="NHWC", resize="letterbox")
+    _, geometry = Preprocessor(spec)(np.zeros((480, 640, 3), np.uint8))
+    assert (geometry.pad_y, geometry.input_height) == (37.0, 300)  # 75 px of padding: 37 + 38
+    ssd = SsdPostprocessor(["thing"], conf_threshold=0.5)
+    outputs: list[NDArray[Any]] = [
+        np.array([[[0.5, 0.5, 0.6, 0.6]]], np.float32),  # ymin, xmin, ymax, xmax of the input
+        np.array([[0]], np.float32),
+        np.array([[0.9]], np.float32),
+        np.array([1], np.float32),
+    ]
+    _, (det,) = ssd.decode(outputs, geometry)
+    scale = 300 / 640
+    expected = (150 / scale, (150 - 37) / scale, 180 / scale, (180 - 37) / scale)
+    assert det.bbox == pytest.approx(expected, abs=1e-3)

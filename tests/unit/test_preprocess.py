@@ -87,7 +87,14 @@ def test_stretch_geometry(frame_wh: tuple[int, int], input_wh: tuple[int, int]) 
     tensor, geometry = Preprocessor(spec(*input_wh, resize="stretch"))(random_image(*frame_wh))
     assert tensor.shape == (1, 3, input_wh[1], input_wh[0])
     assert geometry == Geometry(
-        frame_wh[0], frame_wh[1], input_wh[0] / frame_wh[0], input_wh[1] / frame_wh[1], 0.0, 0.0
+        frame_wh[0],
+        frame_wh[1],
+        input_wh[0] / frame_wh[0],
+        input_wh[1] / frame_wh[1],
+        0.0,
+        0.0,
+        input_wh[0],
+        input_wh[1],
     )
 
 

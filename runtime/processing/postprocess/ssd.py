@@ -195,11 +195,10 @@ class SsdPostprocessor(Postprocessor):
 
 
 def input_size(geometry: Geometry) -> tuple[float, float]:
-    """(width, height) of the model input, recovered from how the frame was mapped into it.
-
-    With an odd letterbox padding the far side has one pixel more than the near side, so this
-    can be one pixel short; that shifts a box edge by at most one input pixel.
-    """
+    """(width, height) of the model input: recorded by the preprocessor, else recovered from how
+    the frame was mapped into it (one pixel short with an odd letterbox padding)."""
+    if geometry.input_width > 0 and geometry.input_height > 0:
+        return float(geometry.input_width), float(geometry.input_height)
     width = geometry.frame_width * geometry.scale_x + 2 * geometry.pad_x
     height = geometry.frame_height * geometry.scale_y + 2 * geometry.pad_y
     return width, height
