@@ -184,6 +184,8 @@ class MqttLink:
         self._stopping = False
         self._loop_stopped = False
         self._outage_reported = False
+        self._attempt_failed = False  # this connect attempt's failure was already reported
+        self._last_paho_error: str | None = None
         self._last_error: str | None = None
         self._connects = 0
         self._disconnects = 0
@@ -201,6 +203,8 @@ class MqttLink:
 
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
+        client.on_pre_connect = self._on_pre_connect
+        client.on_log = self._on_log
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_subscribe = self._on_subscribe
@@ -561,8 +565,19 @@ class MqttLink:
         reason = f"{type(exc).__name__}: {exc}" if exc is not None else "connection failed"
         self._connect_failed(reason)
 
+    def _on_pre_connect(self, _client: mqtt.Client, _userdata: object) -> None:
+        with self._lock:
+            self._attempt_failed = False
+            self._last_paho_error = None
+
+    def _on_log(self, _client: mqtt.Client, _userdata: object, level: int, buf: str) -> None:
+        if level == mqtt.MQTT_LOG_ERR:
+            with self._lock:
+                self._last_paho_error = buf
+
     def _connect_failed(self, reason: str) -> None:
         with self._changed:
+            self._attempt_failed = True
             self._failed_connects += 1
             self._last_error = reason
             first = not self._outage_reported
@@ -591,7 +606,16 @@ class MqttLink:
         was_connected = self._connected.is_set()
         self._connected.clear()
         if not was_connected:
-            return  # the end of a refused connect, already reported by _connect_failed
+            # a refused connect was reported by _connect_failed; a connection the broker closed
+            # before CONNACK (e.g. TLS 1.3 "certificate required") was not: report it here
+            with self._lock:
+                silent = not self._attempt_failed and not self._stopping
+                detail = self._last_paho_error
+            if silent:
+                self._connect_failed(
+                    f"connection closed before the broker accepted it: {detail or reason_code}"
+                )
+            return
         with self._changed:
             self._disconnects += 1
             self._outage_reported = True
