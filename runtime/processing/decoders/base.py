@@ -288,15 +288,16 @@ class Decoder(abc.ABC):
     """Turns one MQTT message into readings. Stateless and safe to share between threads."""
 
     config_type: ClassVar[type[PluginConfig]]
+    _names: tuple[str, ...]  # set by each decoder's constructor
 
     @classmethod
     @abc.abstractmethod
     def from_config(cls, config: PluginConfig) -> Decoder: ...
 
     @property
-    @abc.abstractmethod
     def fields(self) -> tuple[str, ...]:
         """The field names of every reading this decoder produces, in order."""
+        return self._names
 
     @abc.abstractmethod
     def decode(

@@ -151,10 +151,6 @@ class BinaryDecoder(Decoder):
         )
 
     @property
-    def fields(self) -> tuple[str, ...]:
-        return self._names
-
-    @property
     def record_size(self) -> int:
         return self._struct.size
 

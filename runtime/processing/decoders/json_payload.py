@@ -144,10 +144,6 @@ class JsonDecoder(Decoder):
             options=DecoderOptions.from_config(config),
         )
 
-    @property
-    def fields(self) -> tuple[str, ...]:
-        return self._names
-
     def decode(
         self, topic: str, payload: bytes, received_at_ns: int, received_mono_ns: int
     ) -> list[SensorReading]:
