@@ -10,15 +10,19 @@ from pathlib import Path
 
 import runtime
 from runtime.config.loader import LoadedConfig
-from runtime.config.schema import PipelineConfigBase
+from runtime.config.schema import PipelineConfigBase, SensorPipelineConfigBase
 from runtime.errors import EdgewatchError
 from runtime.model import LoadedModel
 from runtime.mqtt_link import MqttLink
 from runtime.pipeline import AlertFactory, FramePipeline
+from runtime.sensor_pipeline import SensorPipeline
 from runtime.sinks.base import SINKS, Sink, SinkContext
+from runtime.sources.sensor_base import SensorSourceContext
 from runtime.sources._backoff import Backoff
 
 logger = logging.getLogger(__name__)
+
+Pipeline = FramePipeline | SensorPipeline
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +44,7 @@ class App:
         device_id: str,
         link: MqttLink | None,
         sinks: list[Sink],
-        pipelines: list[FramePipeline],
+        pipelines: list[Pipeline],
         failed: list[FailedPipeline],
         alerts: AlertFactory,
         models: list[LoadedModel],
@@ -77,15 +81,25 @@ class App:
         sinks = [SINKS.get(s.type).from_config(s, context) for s in cfg.sinks]
         alerts = AlertFactory(cfg.device.id)
         models: dict[str, LoadedModel | EdgewatchError] = {}
-        pipelines: list[FramePipeline] = []
+        pipelines: list[Pipeline] = []
         failed: list[FailedPipeline] = []
-        for p in cfg.pipelines:
+        sensor_context = SensorSourceContext(mqtt=link)
+        configs: list[PipelineConfigBase | SensorPipelineConfigBase] = [
+            *cfg.pipelines,
+            *cfg.sensor_pipelines,
+        ]
+        for p in configs:
             if not p.enabled:
                 logger.info("pipeline %s is disabled in the config", p.name)
                 continue
             try:
                 model = _model_for(p, loaded, models)
-                pipelines.append(FramePipeline.from_config(p, model, sinks, alerts))
+                if isinstance(p, SensorPipelineConfigBase):
+                    pipelines.append(
+                        SensorPipeline.from_config(p, model, sinks, alerts, sensor_context)
+                    )
+                else:
+                    pipelines.append(FramePipeline.from_config(p, model, sinks, alerts))
             except EdgewatchError as exc:
                 logger.error("pipeline %s cannot start: %s", p.name, exc)
                 failed.append(FailedPipeline(p.name, str(exc)))
@@ -149,7 +163,7 @@ class App:
             self.device_id,
         )
 
-    def _supervise(self, pipeline: FramePipeline) -> None:
+    def _supervise(self, pipeline: Pipeline) -> None:
         """Run a pipeline; if it dies on an unexpected error, report it and restart it with
         backoff. Per-frame errors never get here: the pipeline counts them and goes on."""
         backoff = Backoff(1.0, 60.0)
@@ -215,7 +229,7 @@ class App:
 
 
 def _model_for(
-    pipeline: PipelineConfigBase,
+    pipeline: PipelineConfigBase | SensorPipelineConfigBase,
     loaded: LoadedConfig,
     cache: dict[str, LoadedModel | EdgewatchError],
 ) -> LoadedModel:

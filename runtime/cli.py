@@ -1,4 +1,4 @@
-"""The ``edgewatch`` command: run | validate | schema | fit | models verify."""
+"""The ``edgewatch`` command: run | validate | schema | fit | models verify | record."""
 
 from __future__ import annotations
 
@@ -10,11 +10,15 @@ import sys
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from runtime import __version__
 from runtime.config.loader import iter_problems, load_config
 from runtime.config.schema import json_schema
-from runtime.errors import EdgewatchError
+from runtime.errors import ConfigError, EdgewatchError
+
+if TYPE_CHECKING:
+    from runtime.mqtt_settings import MqttSettings
 
 logger = logging.getLogger("edgewatch")
 
@@ -67,6 +71,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("bundle", type=Path)
     verify.set_defaults(handler=_cmd_models_verify)
+
+    record = sub.add_parser(
+        "record", help="append every MQTT message on a topic filter to a JSONL file (for replay)"
+    )
+    record.add_argument("topic", help="topic filter; wildcards '+' and '#' are fine")
+    record.add_argument("file", type=Path, help="JSONL file, appended to")
+    record.add_argument("--config", type=Path, default=None, help="use this device config's mqtt")
+    record.add_argument("--host", default=None, help="broker host (default 127.0.0.1)")
+    record.add_argument("--port", type=int, default=None, help="broker port (default 1883)")
+    record.add_argument("--qos", type=int, choices=(0, 1, 2), default=1)
+    record.add_argument("--count", type=int, default=None, help="stop after N messages")
+    record.add_argument("--seconds", type=float, default=None, help="stop after S seconds")
+    record.add_argument("--log-level", default="WARNING")
+    record.set_defaults(handler=_cmd_record)
     return parser
 
 
@@ -164,6 +182,87 @@ def _cmd_run(args: argparse.Namespace) -> int:
     finally:
         app.stop()
     return 0
+
+
+def _cmd_record(args: argparse.Namespace) -> int:
+    from runtime.record import build_recorder, open_recording
+
+    _setup_logging(args.log_level)
+    problem = _record_problem(args)
+    if problem is not None:
+        print(f"edgewatch record: {problem}", file=sys.stderr)
+        return 2
+    try:
+        settings, password = _record_settings(args)
+        out = open_recording(args.file)
+    except EdgewatchError as exc:
+        print(f"edgewatch record: {exc}", file=sys.stderr)
+        return 1
+    stop = threading.Event()
+
+    def on_signal(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    def on_subscribed() -> None:
+        print(
+            f"edgewatch record: recording {args.topic} from {settings.host}:{settings.port} "
+            f"to {args.file} (Ctrl-C to stop)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    with out:
+        try:
+            recorder = build_recorder(
+                settings, password, out, args.topic, qos=args.qos, count=args.count
+            )
+            recorder.on_subscribed = on_subscribed
+            recorder.start()
+        except EdgewatchError as exc:
+            print(f"edgewatch record: {exc}", file=sys.stderr)
+            return 1
+        try:
+            summary = recorder.wait(stop, args.seconds)
+        finally:
+            recorder.stop()
+    print(f"recorded {summary.messages} messages ({summary.payload_bytes} bytes) to {args.file}")
+    if summary.error is not None:
+        print(f"edgewatch record: {summary.error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _record_problem(args: argparse.Namespace) -> str | None:
+    from runtime.mqtt_settings import check_topic_filter
+
+    if args.config is not None and (args.host is not None or args.port is not None):
+        return "give --config or --host/--port, not both"
+    if args.port is not None and not 1 <= args.port <= 65535:
+        return f"--port must be 1-65535, got {args.port}"
+    if args.count is not None and args.count < 1:
+        return f"--count must be >= 1, got {args.count}"
+    if args.seconds is not None and args.seconds <= 0:
+        return f"--seconds must be > 0, got {args.seconds}"
+    try:
+        check_topic_filter(args.topic)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def _record_settings(args: argparse.Namespace) -> tuple[MqttSettings, str | None]:
+    """The broker settings and password: the config's ``mqtt`` section, or --host/--port."""
+    from runtime.mqtt_settings import MqttSettings
+
+    if args.config is None:
+        return MqttSettings(host=args.host or "127.0.0.1", port=args.port or 1883), None
+    loaded = load_config(args.config)
+    if loaded.config.mqtt is None:
+        raise ConfigError(f"{args.config}: no `mqtt` section to take the broker from")
+    secret = loaded.secrets.mqtt_password
+    return loaded.config.mqtt, None if secret is None else secret.get_secret_value()
 
 
 def _setup_logging(level: str) -> None:

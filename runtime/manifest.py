@@ -8,9 +8,10 @@ from __future__ import annotations
 from functools import cache
 from typing import Any, Literal
 
-from pydantic import Field, create_model
+from pydantic import Field, create_model, model_validator
 
 from runtime.config.base import StrictModel, config_union
+from runtime.processing.features import FeatureSpec
 from runtime.registry import import_submodules
 
 MANIFEST_FILE = "manifest.json"
@@ -51,6 +52,39 @@ class OutputSpec(StrictModel):
     quantization: Quantization | None = None
 
 
+class SensorWindowSpec(StrictModel):
+    """The windows a sensor model was trained on (sensor pipelines cut the same ones)."""
+
+    kind: Literal["count", "time"] = "count"
+    size: int | float = Field(gt=0, description="samples (count) or seconds (time)")
+    hop: int | float = Field(gt=0, description="same unit as size")
+
+
+class SensorModelSpec(StrictModel):
+    """How a sensor (anomaly) model is fed and read: ``features`` of ``window``s over ``fields``
+    make its one input [N, len(feature_names)]; ``score_output`` holds one score per window, and
+    a score above ``threshold`` is anomalous. ``feature_mean``/``feature_std`` describe the
+    training features; alerts name the features furthest from them."""
+
+    fields: list[str] = Field(min_length=1)
+    window: SensorWindowSpec
+    features: FeatureSpec
+    feature_names: list[str] = Field(min_length=1)
+    score_output: str
+    threshold: float = Field(allow_inf_nan=False)
+    feature_mean: list[float] | None = None
+    feature_std: list[float] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> SensorModelSpec:
+        n = len(self.feature_names)
+        for name in ("feature_mean", "feature_std"):
+            stats = getattr(self, name)
+            if stats is not None and len(stats) != n:
+                raise ValueError(f"{name} has {len(stats)} values for {n} features")
+        return self
+
+
 class ManifestBase(StrictModel):
     schema_version: Literal[1] = 1
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -61,7 +95,8 @@ class ManifestBase(StrictModel):
     inputs: list[InputSpec] = Field(min_length=1)
     outputs: list[OutputSpec] = Field(min_length=1)
     labels: list[str] = Field(default_factory=list)
-    postprocess: Any
+    postprocess: Any = Field(None, description="how camera pipelines decode the outputs")
+    sensor: SensorModelSpec | None = Field(None, description="how sensor pipelines use the model")
     description: str = ""
     provenance: dict[str, Any] = Field(
         default_factory=dict, description="how the model was made (tools record it here)"
@@ -77,6 +112,6 @@ def manifest_model() -> type[ManifestBase]:
     model: type[ManifestBase] = create_model(
         "Manifest",
         __base__=ManifestBase,
-        postprocess=(config_union(POSTPROCESSORS.items()), ...),
+        postprocess=(config_union(POSTPROCESSORS.items()) | None, None),
     )
     return model

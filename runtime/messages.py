@@ -128,8 +128,94 @@ AlertState = Literal["raised", "cleared"]
 
 
 @dataclass(frozen=True, slots=True)
+class FeatureContribution:
+    """One feature of a window and how far it sits from the training data (``zscore``)."""
+
+    name: str
+    value: float
+    zscore: float
+
+    def as_dict(self) -> dict[str, object]:
+        return {"name": self.name, "value": _round(self.value), "zscore": _round(self.zscore)}
+
+
+@dataclass(frozen=True, slots=True)
+class WindowScore:
+    """A model's verdict on one sensor window, with the window's features.
+
+    ``values`` holds what sensor rules compare: ``"score"`` and every feature name.
+    ``zscores`` (same order as ``feature_names``) compare the features with the training data;
+    None when the bundle has no training statistics.
+    """
+
+    pipeline: str
+    key: str
+    seq: int  # per-pipeline window counter
+    start_ns: int
+    end_ns: int
+    n_samples: int
+    partial: bool
+    model: ModelInfo
+    score: float
+    threshold: float  # the model's own threshold (manifest), for alerts and default rules
+    feature_names: tuple[str, ...]
+    features: NDArray[np.float32]  # (len(feature_names),)
+    zscores: NDArray[np.float32] | None
+    received_mono_ns: int  # arrival of the newest reading of the window (latency origin)
+
+    def value(self, name: str) -> float:
+        """``"score"`` or a feature name; KeyError naming the choices for anything else."""
+        if name == "score":
+            return self.score
+        try:
+            return float(self.features[self.feature_names.index(name)])
+        except ValueError:
+            raise KeyError(
+                f"{name!r} is neither 'score' nor a feature of this model "
+                f"({', '.join(self.feature_names[:8])}...)"
+            ) from None
+
+    def top_features(self, n: int = 3) -> tuple[FeatureContribution, ...]:
+        """The ``n`` features furthest from the training data (largest ``|zscore|``)."""
+        if self.zscores is None or n <= 0:
+            return ()
+        magnitude = np.nan_to_num(np.abs(self.zscores), nan=0.0)
+        order = np.argsort(-magnitude, kind="stable")[:n]
+        return tuple(
+            FeatureContribution(
+                self.feature_names[i], float(self.features[i]), float(self.zscores[i])
+            )
+            for i in order
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SensorDetail:
+    """What a sensor alert is about: the key, the window, and the value that crossed a level."""
+
+    key: str
+    window_start_ns: int
+    window_end_ns: int
+    value_name: str  # "score", a feature name, or "silence_s"
+    value: float
+    threshold: float | None
+    top_features: tuple[FeatureContribution, ...] = ()
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "key": self.key,
+            "window_start": iso_utc(self.window_start_ns),
+            "window_end": iso_utc(self.window_end_ns),
+            "value_name": self.value_name,
+            "value": _round(self.value),
+            "threshold": None if self.threshold is None else _round(self.threshold),
+            "top_features": [f.as_dict() for f in self.top_features],
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class RuleEvent:
-    """What a rule decided for one inference; the pipeline turns it into an Alert."""
+    """What a rule decided for one inference or window; the pipeline turns it into an Alert."""
 
     rule: str
     state: AlertState
@@ -137,6 +223,7 @@ class RuleEvent:
     label: str
     score: float
     bbox: BBox | None = None
+    sensor: SensorDetail | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,9 +246,10 @@ class Alert:
     captured_at_ns: int
     captured_mono_ns: int
     latency_ms: dict[str, float] = field(default_factory=dict)
+    sensor: SensorDetail | None = None
 
     def as_dict(self) -> dict[str, object]:
-        return {
+        doc: dict[str, object] = {
             "schema_version": ALERT_SCHEMA_VERSION,
             "alert_id": self.alert_id,
             "seq": self.seq,
@@ -181,9 +269,17 @@ class Alert:
             "captured_at": iso_utc(self.captured_at_ns),
             "latency_ms": self.latency_ms,
         }
+        if self.sensor is not None:
+            doc["sensor"] = self.sensor.as_dict()
+        return doc
 
     def to_json(self) -> bytes:
         return json.dumps(self.as_dict(), separators=(",", ":")).encode()
+
+
+def _round(x: float) -> float | None:
+    """JSON-safe: 6 significant decimals, and None for NaN/inf (JSON has no such numbers)."""
+    return round(x, 6) if np.isfinite(x) else None
 
 
 def iso_utc(ns: int) -> str:

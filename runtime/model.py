@@ -54,7 +54,7 @@ class LoadedModel:
     manifest: ManifestBase
     info: ModelInfo
     backend: Backend
-    preprocessor: Preprocessor
+    preprocessor: Preprocessor | None  # None for non-image inputs (sensor feature vectors)
     path: Path
 
     @classmethod
@@ -78,7 +78,7 @@ class LoadedModel:
             )
         if len(manifest.inputs) != 1:
             raise ModelError(
-                f"{bundle_dir}: camera pipelines need exactly one image input, "
+                f"{bundle_dir}: edgewatch pipelines feed exactly one input, "
                 f"manifest has {len(manifest.inputs)}"
             )
         backend = BACKENDS.get(backend_config.type).from_config(backend_config, model_path)
@@ -89,7 +89,7 @@ class LoadedModel:
                 manifest=manifest,
                 info=ModelInfo(manifest.name, manifest.version, manifest.sha256),
                 backend=backend,
-                preprocessor=Preprocessor(manifest.inputs[0]),
+                preprocessor=_preprocessor_for(bundle_dir, manifest.inputs[0]),
                 path=model_path,
             )
             model.warm_up(warmup_runs)
@@ -117,6 +117,16 @@ class LoadedModel:
 
     def close(self) -> None:
         self.backend.close()
+
+
+def _preprocessor_for(bundle_dir: Path, spec: InputSpec) -> Preprocessor | None:
+    """Images are 4-D (NCHW/NHWC); anything else (e.g. [N, D] features) is fed as it is."""
+    if len(spec.shape) != 4:
+        return None
+    try:
+        return Preprocessor(spec)
+    except ValueError as exc:
+        raise ModelError(f"{bundle_dir}: input {spec.name!r}: {exc}") from exc
 
 
 def _dequantize(out: NDArray[np.generic], spec: OutputSpec) -> NDArray[np.float32]:

@@ -19,6 +19,7 @@ re-exported here for older imports.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import sys
@@ -47,6 +48,7 @@ from runtime.ratelimit import RateLimitedLog, RateLimitFilter
 
 logger = logging.getLogger(__name__)
 paho_logger = logging.getLogger(f"{__name__}.paho")
+_LINK_IDS = itertools.count(1)
 """paho's own log lines (clients built by ``from_settings``), rate-limited while a link runs."""
 
 _EARLY_ACKS_MAX = 256
@@ -104,6 +106,19 @@ class _Pending:
     on_ack: AckCallback | None
 
 
+SHARED_PREFIX = "$share/"
+
+
+def routing_filter(topic_filter: str) -> str:
+    """The filter messages of a subscription match: without ``$share/<group>/`` (MQTT 5 shared
+    subscriptions deliver the real topic)."""
+    if topic_filter.startswith(SHARED_PREFIX):
+        parts = topic_filter.split("/", 2)
+        if len(parts) == 3:
+            return parts[2]
+    return topic_filter
+
+
 class _PahoLogFilter(RateLimitFilter):
     """Rate-limits paho's log lines (see ``PAHO_LOG_INTERVAL_S``).
 
@@ -125,9 +140,32 @@ class _PahoLogFilter(RateLimitFilter):
         return super().key(record)
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR:
+            self._link.paho_error(record.getMessage())
         if self._link.stopping and str(record.msg).startswith(self._NOT_CONNECTED):
             return False
         return super().filter(record)
+
+
+def paho_client(settings: MqttSettings, client_id: str, password: str | None) -> mqtt.Client:
+    """A paho client (callback API 2) with the protocol, credentials, TLS and queue bound of
+    ``settings``; not connected. Unreadable TLS files and a password without a username are
+    ``ConfigError``."""
+    if password is not None and settings.username is None:
+        raise ConfigError("mqtt: a password was resolved but mqtt.username is not set")
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=mqtt.MQTTv5 if settings.protocol == "5" else mqtt.MQTTv311,
+    )
+    client.max_queued_messages_set(settings.max_queued_messages)
+    if settings.username is not None:
+        client.username_pw_set(settings.username, password)
+    if settings.tls is not None:
+        client.tls_set_context(build_tls_context(settings.tls))
+        if settings.tls.insecure:
+            client.tls_insecure_set(True)
+    return client
 
 
 class MqttLink:
@@ -200,11 +238,13 @@ class MqttLink:
         self._subscriptions: dict[str, int] = {}
         self._log = RateLimitedLog(logger, interval_s=_WARN_INTERVAL_S)
         self._paho_log_filter = _PahoLogFilter(self)
+        # a logger per link: the filter attributes paho's errors to this link's client only
+        self._paho_logger = paho_logger.getChild(f"link{next(_LINK_IDS)}")
+        client.enable_logger(self._paho_logger)
 
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_pre_connect = self._on_pre_connect
-        client.on_log = self._on_log
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_subscribe = self._on_subscribe
@@ -223,21 +263,7 @@ class MqttLink:
             check_name("device_id", device_id)
         except ValueError as e:
             raise ConfigError(str(e)) from None
-        if password is not None and settings.username is None:
-            raise ConfigError("mqtt: a password was resolved but mqtt.username is not set")
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=settings.client_id or f"edgewatch-{device_id}",
-            protocol=mqtt.MQTTv5 if settings.protocol == "5" else mqtt.MQTTv311,
-        )
-        client.enable_logger(paho_logger)
-        client.max_queued_messages_set(settings.max_queued_messages)
-        if settings.username is not None:
-            client.username_pw_set(settings.username, password)
-        if settings.tls is not None:
-            client.tls_set_context(build_tls_context(settings.tls))
-            if settings.tls.insecure:
-                client.tls_insecure_set(True)
+        client = paho_client(settings, settings.client_id or f"edgewatch-{device_id}", password)
         return cls(
             client,
             host=settings.host,
@@ -280,10 +306,10 @@ class MqttLink:
             self._client.connect_async(self.host, self.port, self.keepalive_s)
         except ValueError as e:
             raise ConfigError(f"mqtt broker {self.host}:{self.port}: {e}") from e
-        paho_logger.addFilter(self._paho_log_filter)
+        self._paho_logger.addFilter(self._paho_log_filter)
         rc = self._client.loop_start()
         if rc != mqtt.MQTT_ERR_SUCCESS:
-            paho_logger.removeFilter(self._paho_log_filter)
+            self._paho_logger.removeFilter(self._paho_log_filter)
             raise SinkError(f"mqtt network loop didn't start: {mqtt.error_string(rc)}")
         logger.info(
             "mqtt connecting to %s:%d (status topic %s)", self.host, self.port, self.status_topic()
@@ -319,7 +345,7 @@ class MqttLink:
                 self._loop_stopped = True
                 self._changed.notify_all()
             self._connected.clear()
-            paho_logger.removeFilter(self._paho_log_filter)
+            self._paho_logger.removeFilter(self._paho_log_filter)
             logger.info("mqtt link to %s:%d stopped", self.host, self.port)
 
     def flush(self, timeout_s: float) -> bool:
@@ -509,13 +535,33 @@ class MqttLink:
                     exc_info=True,
                 )
 
+        route = routing_filter(topic_filter)
         with self._lock:
+            taken = [f for f in self._subscriptions if routing_filter(f) == route]
+            if taken:
+                raise ConfigError(
+                    f"subscribe {topic_filter!r}: this link already delivers {route!r} to a "
+                    f"callback (subscribed as {taken[0]!r}); one subscriber per filter"
+                )
             self._subscriptions[topic_filter] = qos
-        self._client.message_callback_add(topic_filter, deliver)
+        # paho routes by the topic a message carries, which has no "$share/<group>/" prefix
+        self._client.message_callback_add(route, deliver)
         if self.connected:
             rc, _mid = self._client.subscribe(topic_filter, qos)
             if rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
                 raise SourceError(f"subscribe to {topic_filter} failed: {mqtt.error_string(rc)}")
+
+    def unsubscribe(self, topic_filter: str) -> None:
+        """Forget a subscription made by ``subscribe``: no more callbacks, no renewal. A filter
+        that isn't subscribed is ignored. Never raises for a lost connection."""
+        with self._lock:
+            if self._subscriptions.pop(topic_filter, None) is None:
+                return
+        self._client.message_callback_remove(routing_filter(topic_filter))
+        if self.connected and not self._loop_stopped:
+            rc, _mid = self._client.unsubscribe(topic_filter)
+            if rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+                logger.warning("unsubscribe %s failed: %s", topic_filter, mqtt.error_string(rc))
 
     def _resubscribe(self) -> None:
         with self._lock:
@@ -570,10 +616,11 @@ class MqttLink:
             self._attempt_failed = False
             self._last_paho_error = None
 
-    def _on_log(self, _client: mqtt.Client, _userdata: object, level: int, buf: str) -> None:
-        if level == mqtt.MQTT_LOG_ERR:
-            with self._lock:
-                self._last_paho_error = buf
+    def paho_error(self, message: str) -> None:
+        """paho logged an error (seen by the link's log filter; paho's ``on_log`` is not used
+        because setting it makes paho format a debug line for every packet)."""
+        with self._lock:
+            self._last_paho_error = message
 
     def _connect_failed(self, reason: str) -> None:
         with self._changed:
@@ -690,6 +737,7 @@ class MqttLink:
 
 __all__ = [
     "PAHO_LOG_INTERVAL_S",
+    "SHARED_PREFIX",
     "AckCallback",
     "LinkStats",
     "MessageCallback",
@@ -701,4 +749,6 @@ __all__ = [
     "check_name",
     "check_topic_filter",
     "check_topic_prefix",
+    "paho_client",
+    "routing_filter",
 ]

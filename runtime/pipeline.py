@@ -14,13 +14,14 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
 from runtime.config.schema import PipelineConfigBase
 from runtime.errors import EdgewatchError, ModelError
-from runtime.messages import Alert, Frame, Inference, RuleEvent, StageTimes
+from runtime.messages import Alert, Frame, Inference, ModelInfo, RuleEvent, StageTimes
 from runtime.model import LoadedModel
 from runtime.processing.postprocess.base import POSTPROCESSORS, Postprocessor
 from runtime.processing.preprocess import Geometry
@@ -44,9 +45,33 @@ class AlertFactory:
     def make(
         self, pipeline: str, event: RuleEvent, inference: Inference, times: StageTimes
     ) -> Alert:
+        frame = inference.frame
+        return self.stamp(
+            pipeline,
+            event,
+            inference.model,
+            source=frame.source,
+            frame_seq=frame.seq,
+            captured_at_ns=frame.captured_at_ns,
+            captured_mono_ns=frame.captured_mono_ns,
+            latency_ms=times.latency_ms(time.monotonic_ns()),
+        )
+
+    def stamp(
+        self,
+        pipeline: str,
+        event: RuleEvent,
+        model: ModelInfo,
+        *,
+        source: str,
+        frame_seq: int,
+        captured_at_ns: int,
+        captured_mono_ns: int,
+        latency_ms: dict[str, float],
+    ) -> Alert:
+        """An alert for ``event``: a fresh id and the next sequence number."""
         with self._lock:
             seq = next(self._seq)
-        frame = inference.frame
         return Alert(
             alert_id=str(uuid.uuid4()),
             seq=seq,
@@ -57,15 +82,16 @@ class AlertFactory:
             state=event.state,
             severity=event.severity,
             ts_ns=time.time_ns(),
-            model=inference.model,
+            model=model,
             label=event.label,
             score=event.score,
             bbox=event.bbox,
-            source=frame.source,
-            frame_seq=frame.seq,
-            captured_at_ns=frame.captured_at_ns,
-            captured_mono_ns=frame.captured_mono_ns,
-            latency_ms=times.latency_ms(time.monotonic_ns()),
+            source=source,
+            frame_seq=frame_seq,
+            captured_at_ns=captured_at_ns,
+            captured_mono_ns=captured_mono_ns,
+            latency_ms=latency_ms,
+            sensor=event.sensor,
         )
 
 
@@ -107,6 +133,34 @@ class PipelineStats:
                 "sink_errors": self.sink_errors,
                 "last_error": self.last_error,
             }
+
+
+class ErrorCounter(Protocol):
+    def count_error(self, stage: str, exc: BaseException, *, frame: bool = False) -> None: ...
+
+
+def deliver(
+    pipeline: str,
+    alert: Alert,
+    sinks: Sequence[Sink],
+    stats: ErrorCounter,
+    log: RateLimitedLog,
+) -> None:
+    """Hand ``alert`` to every sink; one sink failing is counted and never stops the others."""
+    for sink in sinks:
+        try:
+            sink.publish(alert)
+        except Exception as exc:  # noqa: BLE001 - one sink failing never stops the others
+            stats.count_error(f"sink:{type(sink).__name__}", exc)
+            log.log(
+                logging.WARNING,
+                f"sink-{id(sink)}",
+                "pipeline %s: alert %s not delivered by %s: %s",
+                pipeline,
+                alert.alert_id,
+                type(sink).__name__,
+                exc,
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +235,9 @@ class FramePipeline:
         self.name = name
         self.source = source
         self.model = model
+        if model.preprocessor is None:
+            raise ModelError(f"{model.path}: camera pipelines need a model with an image input")
+        self.preprocessor = model.preprocessor
         self.postprocessor = postprocessor
         self.rules = list(rules)
         self.sinks = list(sinks)
@@ -199,12 +256,23 @@ class FramePipeline:
         """Build the stages; the decoder is tried once on the model's real outputs so a
         postprocess section that doesn't fit the model fails here, at start, not per frame."""
         post_cfg = config.postprocess or model.manifest.postprocess
+        if post_cfg is None:
+            raise ModelError(
+                f"{model.path}: the manifest has no postprocess section; camera pipeline "
+                f"{config.name!r} must give one (`postprocess:`)"
+            )
+        if model.preprocessor is None:
+            raise ModelError(
+                f"{model.path}: input {model.manifest.inputs[0].name!r} is not an image "
+                f"(shape {model.manifest.inputs[0].shape}); camera pipelines need an image model"
+            )
         postprocessor = POSTPROCESSORS.get(post_cfg.type).from_config(
             post_cfg, model.manifest.labels
         )
         sample: list[NDArray[np.generic]] = list(model.sample_outputs())
+        preprocessor = model.preprocessor
         try:
-            postprocessor.decode(sample, model.preprocessor.identity_geometry())
+            postprocessor.decode(sample, preprocessor.identity_geometry())
         except EdgewatchError as exc:
             raise ModelError(
                 f"{model.path}: postprocess {post_cfg.type!r} does not fit the model's outputs: "
@@ -300,7 +368,7 @@ class FramePipeline:
     def prepare(self, frame: Frame) -> Prepared | None:
         dequeued = time.monotonic_ns()
         try:
-            tensor, geometry = self.model.preprocessor(frame.image)
+            tensor, geometry = self.preprocessor(frame.image)
         except Exception as exc:  # noqa: BLE001 - one bad frame (cv2.error...) is counted, not fatal
             self._stage_failed("preprocess", frame, exc)
             return None
@@ -353,20 +421,7 @@ class FramePipeline:
         )
 
     def _deliver(self, alert: Alert) -> None:
-        for sink in self.sinks:
-            try:
-                sink.publish(alert)
-            except Exception as exc:  # noqa: BLE001 - one sink failing never stops the others
-                self.stats.count_error(f"sink:{type(sink).__name__}", exc)
-                self._log.log(
-                    logging.WARNING,
-                    f"sink-{id(sink)}",
-                    "pipeline %s: alert %s not delivered by %s: %s",
-                    self.name,
-                    alert.alert_id,
-                    type(sink).__name__,
-                    exc,
-                )
+        deliver(self.name, alert, self.sinks, self.stats, self._log)
 
     def status(self) -> dict[str, object]:
         backend = self.model.backend

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from runtime.messages import Alert, ModelInfo
+from runtime.messages import Alert, FeatureContribution, ModelInfo, SensorDetail
 
 BOOT_ID = "b00t"
 DEVICE_ID = "gw01"
@@ -40,3 +40,20 @@ def make_alert(**overrides: Any) -> Alert:
         "latency_ms": {"infer": 3.25, "total": 4.0},
     }
     return Alert(**(fields | overrides))
+
+
+def make_sensor_detail(**overrides: Any) -> SensorDetail:
+    """A ``SensorDetail`` of a scored window of pump-3, with two contributing features."""
+    fields: dict[str, Any] = {
+        "key": "pump-3",
+        "window_start_ns": TS_NS - 1_280_000_000,
+        "window_end_ns": TS_NS,
+        "value_name": "score",
+        "value": 41.5,
+        "threshold": 12.25,
+        "top_features": (
+            FeatureContribution("vibration.kurtosis", 7.5, 18.25),
+            FeatureContribution("vibration.rms", 0.9, -4.5),
+        ),
+    }
+    return SensorDetail(**(fields | overrides))

@@ -53,3 +53,69 @@ def colour_manifest(size: int = 32) -> dict[str, object]:
 
 def build_colour_bundle(root: Path, name: str = "colour", version: str = "1.0.0") -> Path:
     return write_bundle(root, name, version, colour_classifier_bytes(), colour_manifest())
+
+
+SENSOR_FIELDS = ["vib", "cur"]
+SENSOR_TIME_FEATURES = ["mean", "std", "rms", "peak"]
+
+
+def zscore_model_bytes(mean: np.ndarray, std: np.ndarray, batch: int | None = None) -> bytes:
+    """score = mean over features of ((x - mean) / std)²: an honest anomaly score, one per row."""
+    d = int(mean.shape[0])
+    x = helper.make_tensor_value_info("features", TensorProto.FLOAT, [batch, d])
+    y = helper.make_tensor_value_info("score", TensorProto.FLOAT, [batch])
+    inits = [
+        numpy_helper.from_array(mean.astype(np.float32), "mu"),
+        numpy_helper.from_array((1.0 / std).astype(np.float32), "inv_sd"),
+        numpy_helper.from_array(np.array([1], np.int64), "axis"),
+    ]
+    nodes = [
+        helper.make_node("Sub", ["features", "mu"], ["c"]),
+        helper.make_node("Mul", ["c", "inv_sd"], ["z"]),
+        helper.make_node("Mul", ["z", "z"], ["z2"]),
+        helper.make_node("ReduceMean", ["z2", "axis"], ["score"], keepdims=0),
+    ]
+    graph = helper.make_graph(nodes, "zscore", [x], [y], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def sensor_feature_names(fields: list[str] = SENSOR_FIELDS) -> list[str]:
+    return [f"{f}.{t}" for f in fields for t in SENSOR_TIME_FEATURES]
+
+
+def build_sensor_bundle(
+    root: Path,
+    *,
+    mean: np.ndarray,
+    std: np.ndarray,
+    threshold: float,
+    window: int = 16,
+    hop: int = 8,
+    batch: int | None = None,
+    name: str = "zscore",
+    sensor: bool = True,
+) -> Path:
+    """A sensor bundle whose manifest ``sensor`` section matches ``zscore_model_bytes``."""
+    names = sensor_feature_names()
+    assert mean.shape == (len(names),)
+    manifest: dict[str, object] = {
+        "backend": "onnxruntime",
+        "inputs": [{"name": "features", "shape": [batch, len(names)], "dtype": "float32"}],
+        "outputs": [{"name": "score", "shape": [batch], "dtype": "float32"}],
+        "description": "test fixture: mean squared z-score",
+    }
+    if sensor:
+        manifest["sensor"] = {
+            "fields": SENSOR_FIELDS,
+            "window": {"kind": "count", "size": window, "hop": hop},
+            "features": {"time": SENSOR_TIME_FEATURES},
+            "feature_names": names,
+            "score_output": "score",
+            "threshold": threshold,
+            "feature_mean": mean.tolist(),
+            "feature_std": std.tolist(),
+        }
+    return write_bundle(root, name, "1.0.0", zscore_model_bytes(mean, std, batch), manifest)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 
 from runtime.messages import Alert, BBox
-from tests.factories import make_alert
+from tests.factories import make_alert, make_sensor_detail
 
 Payload = dict[str, Any]
 
@@ -45,8 +45,11 @@ def test_schema_is_valid_draft_2020_12() -> None:
 
 def test_schema_lists_every_field_of_the_alert_and_requires_them() -> None:
     keys = set(make_alert().as_dict())
-    assert set(SCHEMA["properties"]) == keys
+    assert set(SCHEMA["properties"]) == keys | {"sensor"}
     assert set(SCHEMA["required"]) == keys
+    sensor = make_sensor_detail().as_dict()
+    assert set(SCHEMA["properties"]["sensor"]["properties"]) == set(sensor)
+    assert set(SCHEMA["properties"]["sensor"]["required"]) == set(sensor)
     assert SCHEMA["additionalProperties"] is False
     assert SCHEMA["properties"]["model"]["additionalProperties"] is False
 
@@ -59,8 +62,11 @@ def test_schema_lists_every_field_of_the_alert_and_requires_them() -> None:
         make_alert(latency_ms={}),
         make_alert(score=0.0, seq=0),
         make_alert(device_id="gw-07.plant3", pipeline="door_cam", severity="critical"),
+        make_alert(bbox=None, source="pump-3", sensor=make_sensor_detail()),
+        make_alert(bbox=None, sensor=make_sensor_detail(threshold=None, top_features=())),
+        make_alert(bbox=None, sensor=make_sensor_detail(value=float("inf"))),
     ],
-    ids=["bbox", "no-bbox", "no-latency", "zero", "dotted-names"],
+    ids=["bbox", "no-bbox", "no-latency", "zero", "dotted-names", "sensor", "silence", "inf"],
 )
 def test_real_alerts_validate(alert: Alert) -> None:
     assert errors(roundtrip(alert)) == []
@@ -115,6 +121,39 @@ INVALID: dict[str, Callable[[Payload], None]] = {
     "latency_ms as list": _set("latency_ms", [1.0]),
     "label as number": _set("label", 1),
 }
+
+
+SENSOR_INVALID: dict[str, Callable[[Payload], None]] = {
+    "sensor without key": lambda p: p["sensor"].pop("key"),
+    "sensor extra field": _set("sensor.raw", [1, 2]),
+    "sensor window_end not ISO": _set("sensor.window_end", 1767225600),
+    "sensor value as string": _set("sensor.value", "41.5"),
+    "top feature without zscore": lambda p: p["sensor"]["top_features"][0].pop("zscore"),
+    "top features as object": _set("sensor.top_features", {"a": 1}),
+    "sensor null": _set("sensor", None),
+}
+
+
+@pytest.mark.parametrize("mutate", list(SENSOR_INVALID.values()), ids=list(SENSOR_INVALID))
+def test_schema_rejects_malformed_sensor_details(mutate: Callable[[Payload], None]) -> None:
+    payload = copy.deepcopy(roundtrip(make_alert(bbox=None, sensor=make_sensor_detail())))
+    assert errors(payload) == []
+    mutate(payload)
+    assert errors(payload) != []
+
+
+def test_sensor_detail_is_serialised_in_full() -> None:
+    payload = roundtrip(make_alert(bbox=None, sensor=make_sensor_detail()))
+    sensor = payload["sensor"]
+    assert sensor["key"] == "pump-3"
+    assert sensor["window_start"] == "2025-12-31T23:59:58.843Z"
+    assert sensor["window_end"] == "2026-01-01T00:00:00.123Z"
+    assert sensor["top_features"][0] == {
+        "name": "vibration.kurtosis",
+        "value": 7.5,
+        "zscore": 18.25,
+    }
+    assert "sensor" not in roundtrip(make_alert())
 
 
 @pytest.mark.parametrize("mutate", list(INVALID.values()), ids=list(INVALID))

@@ -246,3 +246,60 @@ def test_published_config_schema_is_current() -> None:
     assert published == json_schema(), (
         "run: edgewatch schema --output docs/device-config.schema.json"
     )
+
+
+SENSOR = """\
+sensor_pipelines:
+  - name: pumps
+    source:
+      type: mqtt
+      topics: [$share/gw/plant/+/pump]
+      decoder:
+        type: json
+        fields: {vib: v, cur: c}
+    model: m
+    silence_after_s: 5
+    rules:
+      anomaly:
+        type: threshold
+        for_windows: 2
+      quiet:
+        type: silence
+"""
+
+
+def test_sensor_pipelines_load_beside_camera_pipelines(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, BASE + SENSOR), {}).config
+    (pumps,) = cfg.sensor_pipelines
+    assert pumps.source.topics == ["$share/gw/plant/+/pump"]  # type: ignore[attr-defined]
+    assert pumps.window is None and pumps.silence_after_s == 5
+    assert [r.type for r in pumps.rules.values()] == ["threshold", "silence"]
+
+
+def test_a_config_with_only_sensor_pipelines_is_valid(tmp_path: Path) -> None:
+    text = BASE.split("pipelines:")[0] + SENSOR + "sinks:\n  - type: mqtt\n"
+    cfg = load_config(write(tmp_path, text), {}).config
+    assert cfg.pipelines == [] and len(cfg.sensor_pipelines) == 1
+
+
+def test_sensor_pipeline_problems_name_their_path(tmp_path: Path) -> None:
+    no_pipelines = BASE.split("pipelines:")[0] + "sinks:\n  - type: console\n"
+    (problem,) = problems_of(write(tmp_path, no_pipelines))
+    assert problem.startswith("pipelines: ")
+    assert problem.endswith("no pipelines: give `pipelines` or `sensor_pipelines`")
+    same_name = BASE + SENSOR.replace("name: pumps", "name: line1")
+    assert any(
+        p.startswith("sensor_pipelines[0].name: line ") and "'line1' is used twice" in p
+        for p in problems_of(write(tmp_path, same_name))
+    )
+    bad_rule = BASE + SENSOR.replace("for_windows: 2", "for_windows: 0")
+    assert any(
+        p.startswith("sensor_pipelines[0].rules.anomaly")
+        for p in problems_of(write(tmp_path, bad_rule))
+    )
+    no_mqtt = BASE.split("mqtt:\n  host")[0] + "models:" + (BASE + SENSOR).split("models:")[1]
+    problems = problems_of(write(tmp_path, no_mqtt))
+    assert any(
+        p.startswith("sensor_pipelines[0].source.type") and "needs a top-level `mqtt`" in p
+        for p in problems
+    )

@@ -1,0 +1,373 @@
+"""A sensor pipeline: readings → per-key windows → features → batched model call → rules → sinks.
+
+One thread does it all: it takes every reading that is ready from the source, pushes them through
+the windower, and scores the windows they complete together, in model calls of up to
+``max_batch`` windows. At high message rates many keys complete windows at once, so the per-window
+cost of the model call and the Python around it shrinks as the load grows.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from runtime.config.schema import SensorPipelineConfigBase
+from runtime.errors import EdgewatchError, ModelError
+from runtime.messages import Alert, RuleEvent, SensorReading, StageTimes, WindowScore
+from runtime.model import LoadedModel
+from runtime.pipeline import AlertFactory, deliver
+from runtime.processing.anomaly import AnomalyScorer
+from runtime.processing.windows import Gap, Window, Windower
+from runtime.ratelimit import RateLimitedLog
+from runtime.rules.sensor_base import SENSOR_RULES, SensorRule
+from runtime.sinks.base import Sink
+from runtime.sources.sensor_base import SENSOR_SOURCES, SensorSource, SensorSourceContext
+
+logger = logging.getLogger(__name__)
+
+_MIN_SAMPLES = 2
+"""Windows with fewer samples have no spread or spectrum worth scoring."""
+
+
+@dataclass(slots=True)
+class SensorStats:
+    readings: int = 0
+    windows: int = 0
+    windows_scored: int = 0
+    windows_skipped: dict[str, int] = field(default_factory=dict)
+    model_calls: int = 0
+    gaps: int = 0
+    alerts: int = 0
+    sink_errors: int = 0
+    last_error: str | None = None
+    errors_by_stage: dict[str, int] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def count_error(self, stage: str, exc: BaseException, *, frame: bool = False) -> None:
+        del frame  # windows that fail are counted under their stage
+        with self._lock:
+            self.sink_errors += stage.startswith("sink:")
+            self.errors_by_stage[stage] = self.errors_by_stage.get(stage, 0) + 1
+            self.last_error = f"{stage}: {exc}"
+
+    def count_skip(self, reason: str, n: int = 1) -> None:
+        with self._lock:
+            self.windows_skipped[reason] = self.windows_skipped.get(reason, 0) + n
+
+    def snapshot(self) -> dict[str, object]:
+        with self._lock:
+            calls = self.model_calls
+            return {
+                "readings": self.readings,
+                "windows": self.windows,
+                "windows_scored": self.windows_scored,
+                "windows_skipped": dict(self.windows_skipped),
+                "model_calls": calls,
+                "mean_batch": round(self.windows_scored / calls, 2) if calls else 0.0,
+                "gaps": self.gaps,
+                "alerts": self.alerts,
+                "sink_errors": self.sink_errors,
+                "errors_by_stage": dict(self.errors_by_stage),
+                "last_error": self.last_error,
+            }
+
+
+class SensorPipeline:
+    def __init__(
+        self,
+        name: str,
+        source: SensorSource,
+        windower: Windower,
+        model: LoadedModel,
+        scorer: AnomalyScorer,
+        rules: Sequence[tuple[str, SensorRule]],
+        sinks: Sequence[Sink],
+        alerts: AlertFactory,
+        *,
+        max_batch: int = 256,
+        silence_check_s: float = 0.5,
+    ) -> None:
+        self.name = name
+        self.source = source
+        self.windower = windower
+        self.model = model
+        self.scorer = scorer
+        self.rules = list(rules)
+        self.sinks = list(sinks)
+        self.alerts = alerts
+        self.max_batch = max_batch
+        self.silence_check_s = silence_check_s
+        self.stats = SensorStats()
+        self.dynamic_batch = _dynamic_batch(model)
+        self._seq = itertools.count(1)
+        self._log = RateLimitedLog(logger)
+
+    @classmethod
+    def from_config(
+        cls,
+        config: SensorPipelineConfigBase,
+        model: LoadedModel,
+        sinks: Sequence[Sink],
+        alerts: AlertFactory,
+        context: SensorSourceContext,
+    ) -> SensorPipeline:
+        """Build and check everything that can be checked before the first reading: the window's
+        features match the model's, the model scores a sample batch, rules name real features."""
+        scorer = AnomalyScorer.for_manifest(model.manifest, model.path)
+        window = config.window or scorer.default_window(
+            config.max_lateness_s, config.silence_after_s
+        )
+        scorer.check_window(window, model.path)
+        _check_model_scores(model, scorer)
+        rules: list[tuple[str, SensorRule]] = []
+        for rule_name, rule_cfg in config.rules.items():
+            rule = SENSOR_RULES.get(rule_cfg.type).from_config(
+                rule_cfg, rule_name, scorer.threshold
+            )
+            rule.check(scorer.feature_names)
+            rules.append((rule_name, rule))
+        source = SENSOR_SOURCES.get(config.source.type).from_config(config.source, context)
+        return cls(
+            config.name,
+            source,
+            Windower(window),
+            model,
+            scorer,
+            rules,
+            sinks,
+            alerts,
+            max_batch=config.max_batch,
+            silence_check_s=min(0.5, (config.silence_after_s or 5.0) / 4),
+        )
+
+    # ------------------------------------------------------------------ running
+
+    def run(self, stop: threading.Event, read_timeout_s: float = 0.1) -> None:
+        """Process readings until ``stop`` is set or a finite source has ended."""
+        next_silence = time.monotonic() + self.silence_check_s
+        while not stop.is_set():
+            try:
+                readings = self.source.read(read_timeout_s)
+            except Exception as exc:  # noqa: BLE001 - a source bug must not end the pipeline
+                self._failed("read", exc)
+                stop.wait(read_timeout_s)
+                continue
+            if readings:
+                self.process(readings)
+            elif self.source.ended:
+                self.finish()
+                logger.info(
+                    "pipeline %s: source ended after %d readings", self.name, self.stats.readings
+                )
+                return
+            now = time.monotonic()
+            if now >= next_silence:
+                next_silence = now + self.silence_check_s
+                ns = time.monotonic_ns()
+                self._handle(self.windower.check_silence(ns), ns, ns)
+
+    def process(self, readings: Sequence[SensorReading]) -> list[Alert]:
+        """Window, score and evaluate a batch of readings on the calling thread."""
+        dequeued = time.monotonic_ns()
+        if not readings:
+            return []
+        oldest = min(r.received_mono_ns for r in readings)
+        out: list[Window | Gap] = []
+        for reading in readings:
+            try:
+                out += self.windower.push(reading)
+            except Exception as exc:  # noqa: BLE001 - one bad reading is counted, not fatal
+                self._failed("window", exc)
+        self.stats.readings += len(readings)
+        return self._handle(out, oldest, dequeued)
+
+    def finish(self) -> list[Alert]:
+        """End of a finite stream: emit and score what the windower still holds."""
+        now = time.monotonic_ns()
+        return self._handle(self.windower.flush(), now, now)
+
+    def _handle(
+        self, items: Sequence[Window | Gap], received_mono_ns: int, dequeued_mono_ns: int
+    ) -> list[Alert]:
+        """``received_mono_ns``: arrival of the oldest reading of the batch (latency origin)."""
+        alerts: list[Alert] = []
+        windows: list[Window] = []
+        for item in items:
+            if isinstance(item, Gap):
+                # rules see windows and gaps in the windower's order: score what came first
+                alerts += self._score_all(windows, received_mono_ns, dequeued_mono_ns)
+                windows = []
+                self.stats.gaps += 1
+                alerts += self._on_gap(item)
+            elif item.partial or item.n_samples < _MIN_SAMPLES:
+                self.stats.count_skip("partial")
+            else:
+                windows.append(item)
+        return alerts + self._score_all(windows, received_mono_ns, dequeued_mono_ns)
+
+    def _score_all(
+        self, windows: Sequence[Window], received_mono_ns: int, dequeued_mono_ns: int
+    ) -> list[Alert]:
+        self.stats.windows += len(windows)
+        alerts: list[Alert] = []
+        for lo in range(0, len(windows), self.max_batch):
+            batch = windows[lo : lo + self.max_batch]
+            alerts += self._score(batch, received_mono_ns, dequeued_mono_ns)
+        return alerts
+
+    def _score(
+        self, windows: Sequence[Window], received_mono_ns: int, dequeued_mono_ns: int
+    ) -> list[Alert]:
+        try:
+            features = self.scorer.featurise(windows)
+            featurised = time.monotonic_ns()
+            scores = self._infer(features)
+            inferred = time.monotonic_ns()
+        except Exception as exc:  # noqa: BLE001 - a failed batch is counted, the next one runs
+            self._failed("inference", exc)
+            self.stats.count_skip("inference_failed", len(windows))
+            return []
+        zscores = self.scorer.zscores(features)
+        alerts: list[Alert] = []
+        for i, window in enumerate(windows):
+            score = float(scores[i])
+            if not np.isfinite(score):
+                self.stats.count_skip("non_finite_score")
+                self._log.log(
+                    logging.WARNING,
+                    "non-finite",
+                    "pipeline %s: model gave score %s for %s; window skipped",
+                    self.name,
+                    score,
+                    window.key,
+                )
+                continue
+            scored = WindowScore(
+                pipeline=self.name,
+                key=window.key,
+                seq=next(self._seq),
+                start_ns=window.start_ns,
+                end_ns=window.end_ns,
+                n_samples=window.n_samples,
+                partial=window.partial,
+                model=self.model.info,
+                score=score,
+                threshold=self.scorer.threshold,
+                feature_names=self.scorer.feature_names,
+                features=features[i],
+                zscores=None if zscores is None else zscores[i],
+                received_mono_ns=received_mono_ns,
+            )
+            events = self._evaluate(scored)
+            if not events:
+                continue
+            times = StageTimes(
+                received_mono_ns, dequeued_mono_ns, featurised, inferred, time.monotonic_ns()
+            )
+            alerts += [self._alert(e, scored.seq, window.end_ns, times) for e in events]
+        self.stats.windows_scored += len(windows)
+        return alerts
+
+    def _infer(self, features: NDArray[np.float32]) -> NDArray[np.float64]:
+        """One model call for the batch, or one per window for a model with a fixed batch of 1."""
+        n = features.shape[0]
+        if self.dynamic_batch:
+            self.stats.model_calls += 1
+            return self.scorer.scores(self.model.infer(features), n)
+        parts: list[NDArray[np.float64]] = []
+        for i in range(n):
+            self.stats.model_calls += 1
+            parts.append(self.scorer.scores(self.model.infer(features[i : i + 1]), 1))
+        return np.concatenate(parts)
+
+    def _evaluate(self, scored: WindowScore) -> list[RuleEvent]:
+        events: list[RuleEvent] = []
+        now = time.monotonic_ns()
+        for rule_name, rule in self.rules:
+            try:
+                events += rule.on_window(scored, now)
+            except Exception as exc:  # noqa: BLE001 - a rule bug is counted, others still run
+                self._failed(f"rule:{rule_name}", exc)
+        return events
+
+    def _on_gap(self, gap: Gap) -> list[Alert]:
+        now = time.monotonic_ns()
+        alerts: list[Alert] = []
+        for rule_name, rule in self.rules:
+            try:
+                events = rule.on_gap(gap, now)
+            except Exception as exc:  # noqa: BLE001 - a rule bug is counted, others still run
+                self._failed(f"rule:{rule_name}", exc)
+                continue
+            times = StageTimes(now, now, now, now, time.monotonic_ns())
+            alerts += [self._alert(e, 0, gap.next_ts_ns, times) for e in events]
+        return alerts
+
+    def _alert(self, event: RuleEvent, seq: int, captured_at_ns: int, times: StageTimes) -> Alert:
+        alert = self.alerts.stamp(
+            self.name,
+            event,
+            self.model.info,
+            source=event.sensor.key if event.sensor is not None else self.name,
+            frame_seq=seq,
+            captured_at_ns=captured_at_ns,
+            captured_mono_ns=times.captured_mono_ns,
+            latency_ms=times.latency_ms(time.monotonic_ns()),
+        )
+        self.stats.alerts += 1
+        deliver(self.name, alert, self.sinks, self.stats, self._log)
+        return alert
+
+    def _failed(self, stage: str, exc: Exception) -> None:
+        self.stats.count_error(stage, exc)
+        self._log.log(
+            logging.WARNING,
+            stage,
+            "pipeline %s: %s failed: %s",
+            self.name,
+            stage,
+            exc,
+            exc_info=None if isinstance(exc, EdgewatchError) else exc,
+        )
+
+    def status(self) -> dict[str, object]:
+        backend = self.model.backend
+        return {
+            "name": self.name,
+            "kind": "sensor",
+            "source": self.source.status(),
+            "model": {**self.model.info.as_dict(), "backend": self.model.manifest.backend},
+            "providers": {
+                "requested": backend.requested_providers,
+                "active": backend.active_providers,
+            },
+            "state": "running",
+            "windower": {
+                "keys": len(self.windower.keys),
+                "dropped": dict(self.windower.dropped),
+                "overflow": dict(self.windower.overflow),
+            },
+            **self.stats.snapshot(),
+        }
+
+
+def _dynamic_batch(model: LoadedModel) -> bool:
+    """True when the model's batch dimension is dynamic (one call can score many windows)."""
+    first = model.manifest.inputs[0].shape[0]
+    return not isinstance(first, int) or first != 1
+
+
+def _check_model_scores(model: LoadedModel, scorer: AnomalyScorer) -> None:
+    outputs = model.sample_outputs()
+    batch = model.manifest.inputs[0].shape[0]
+    try:
+        scorer.scores(outputs, batch if isinstance(batch, int) else 1)
+    except ModelError as exc:
+        raise ModelError(f"{model.path}: {exc}") from exc
