@@ -4,6 +4,7 @@
 * ``demo-hazard-detector``: one class "hazard" (cones, spills) in the Ultralytics YOLO output
   layout, a logistic objectness per grid anchor trained with numpy.
 * ``mobilenetv2-bench``: MobileNetV2 with random weights, for realistic benchmark speed.
+* ``demo-pump-anomaly``: PCA on generated pump sensor data (``tools/demo_sensor_model.py``).
 
 Training tensors are made by the runtime's own :class:`Preprocessor` from 640x480 renders, so
 the models see in training exactly what they see in service. Every random choice is seeded and
@@ -35,6 +36,7 @@ from runtime.processing.nms import box_iou
 from runtime.processing.postprocess.yolo import YoloPostprocessor
 from runtime.processing.preprocess import Preprocessor
 from tools.bundle import MODEL_FILE, write_bundle
+from tools.demo_sensor_model import PUMP_NAME, build_demo_pump_model
 from tools.onnx_builders import (
     colour_pool,
     grid_anchor_boxes,
@@ -659,6 +661,7 @@ BUILDERS: dict[str, Callable[[Path, bool], Path]] = {
     CLASSIFIER_NAME: lambda out, overwrite: build_demo_classifier(out, overwrite=overwrite),
     DETECTOR_NAME: lambda out, overwrite: build_demo_detector(out, overwrite=overwrite),
     BENCHMARK_NAME: lambda out, overwrite: build_benchmark_model(out, overwrite=overwrite),
+    PUMP_NAME: lambda out, overwrite: build_demo_pump_model(out, overwrite=overwrite),
 }
 
 

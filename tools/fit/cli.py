@@ -8,8 +8,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from runtime.errors import EdgewatchError
+from runtime.processing.features import FeatureSpec
 from tools.fit.bundle_anomaly import MODEL_KINDS, fit_recording
+from tools.fit.data import DEFAULT_FEATURES
 from tools.fit.thresholds import ThresholdSpec
 
 logger = logging.getLogger(__name__)
@@ -29,11 +33,22 @@ def _threshold(text: str) -> ThresholdSpec:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
+def _features(text: str) -> FeatureSpec:
+    try:
+        return FeatureSpec.model_validate_json(text)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(spec)'}: {e['msg']}" for e in exc.errors()
+        )
+        raise argparse.ArgumentTypeError(f"--features: {problems}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m tools.fit",
         description="Fit an anomaly model on normal-operation readings (CSV or JSONL) and write "
-        "an ONNX bundle whose manifest holds the feature spec and threshold.",
+        "an ONNX bundle whose manifest's `sensor` section holds the fields, window, feature spec and "
+        "threshold the runtime needs.",
     )
     p.add_argument("--input", required=True, type=Path, help="recording, .csv or .jsonl")
     p.add_argument("--fields", required=True, type=_fields, help="numeric fields, a,b,c")
@@ -41,6 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timestamp-column", help="seconds since the epoch or ISO 8601")
     p.add_argument("--window", type=int, default=64, help="readings per window")
     p.add_argument("--hop", type=int, default=32, help="readings between window starts")
+    p.add_argument(
+        "--features",
+        type=_features,
+        default=DEFAULT_FEATURES,
+        help="feature spec as JSON, e.g. "
+        '\'{"time": ["rms", "kurtosis"], "bands": [[0, 10]], "sample_rate_hz": 50}\' '
+        f"(default {DEFAULT_FEATURES.model_dump_json(exclude_defaults=True)})",
+    )
     p.add_argument("--model", choices=MODEL_KINDS, default="pca")
     p.add_argument(
         "--threshold",
@@ -72,6 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             hop=args.hop,
             key_column=args.key_column,
             timestamp_column=args.timestamp_column,
+            feature_spec=args.features,
             seed=args.seed,
             overwrite=args.overwrite,
         )

@@ -2,7 +2,11 @@
 
 ``score = max(T²/T²_thr, Q/Q_thr)``, so 1.0 is the alarm threshold. Each statistic's threshold
 gets half of the false-alarm budget, so the combined score exceeds 1.0 on at most about the
-budgeted fraction of normal windows.
+budgeted fraction of normal windows. The ONNX graph outputs ``score`` (the decision score the
+manifest's threshold applies to), then the raw ``t2`` and ``q`` for diagnosis.
+
+Eigenvectors are sign-normalised (largest entry positive), so a rebuild on another LAPACK gives
+the same components; the scores do not depend on the signs anyway.
 """
 
 from __future__ import annotations
@@ -125,6 +129,8 @@ def fit_pca(
     eigenvalues, vectors = np.linalg.eigh(np.cov(z, rowvar=False))
     order = np.argsort(eigenvalues)[::-1]
     eigenvalues, vectors = np.clip(eigenvalues[order], 0.0, None), vectors[:, order]
+    largest = vectors[np.abs(vectors).argmax(axis=0), np.arange(vectors.shape[1])]
+    vectors = vectors * np.where(largest < 0, -1.0, 1.0)
     total = eigenvalues.sum()
     if total <= 0:
         raise ValueError("PCA: the training features do not vary")
