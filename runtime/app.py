@@ -17,8 +17,8 @@ from runtime.mqtt_link import MqttLink
 from runtime.pipeline import AlertFactory, FramePipeline
 from runtime.sensor_pipeline import SensorPipeline
 from runtime.sinks.base import SINKS, Sink, SinkContext
-from runtime.sources.sensor_base import SensorSourceContext
 from runtime.sources._backoff import Backoff
+from runtime.sources.sensor_base import SensorSourceContext
 
 logger = logging.getLogger(__name__)
 

@@ -19,12 +19,12 @@ from runtime.model import LoadedModel
 from runtime.pipeline import AlertFactory
 from runtime.processing.anomaly import AnomalyScorer
 from runtime.processing.features import FeatureSpec
-from runtime.processing.windows import Windower, WindowConfig
+from runtime.processing.windows import WindowConfig, Windower
+from runtime.registry import import_submodules
 from runtime.rules.sensor_base import SENSOR_RULES, SensorRule
 from runtime.sensor_pipeline import SensorPipeline
 from runtime.sinks.base import Sink, SinkContext
 from runtime.sources.sensor_base import SensorSource, SensorSourceContext
-from runtime.registry import import_submodules
 from tests.fixture_models import (
     SENSOR_FIELDS,
     SENSOR_TIME_FEATURES,

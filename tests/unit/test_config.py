@@ -277,13 +277,13 @@ def test_sensor_pipelines_load_beside_camera_pipelines(tmp_path: Path) -> None:
 
 
 def test_a_config_with_only_sensor_pipelines_is_valid(tmp_path: Path) -> None:
-    text = BASE.split("pipelines:")[0] + SENSOR + "sinks:\n  - type: mqtt\n"
+    text = BASE.split("pipelines:", maxsplit=1)[0] + SENSOR + "sinks:\n  - type: mqtt\n"
     cfg = load_config(write(tmp_path, text), {}).config
     assert cfg.pipelines == [] and len(cfg.sensor_pipelines) == 1
 
 
 def test_sensor_pipeline_problems_name_their_path(tmp_path: Path) -> None:
-    no_pipelines = BASE.split("pipelines:")[0] + "sinks:\n  - type: console\n"
+    no_pipelines = BASE.split("pipelines:", maxsplit=1)[0] + "sinks:\n  - type: console\n"
     (problem,) = problems_of(write(tmp_path, no_pipelines))
     assert problem.startswith("pipelines: ")
     assert problem.endswith("no pipelines: give `pipelines` or `sensor_pipelines`")
@@ -297,7 +297,9 @@ def test_sensor_pipeline_problems_name_their_path(tmp_path: Path) -> None:
         p.startswith("sensor_pipelines[0].rules.anomaly")
         for p in problems_of(write(tmp_path, bad_rule))
     )
-    no_mqtt = BASE.split("mqtt:\n  host")[0] + "models:" + (BASE + SENSOR).split("models:")[1]
+    no_mqtt = (
+        BASE.split("mqtt:\n  host", maxsplit=1)[0] + "models:" + (BASE + SENSOR).split("models:")[1]
+    )
     problems = problems_of(write(tmp_path, no_mqtt))
     assert any(
         p.startswith("sensor_pipelines[0].source.type") and "needs a top-level `mqtt`" in p
