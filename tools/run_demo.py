@@ -20,8 +20,10 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tools.demo_models import build_demo_classifier, build_demo_detector
+from tools.demo_sensor_model import build_demo_pump_model
 from tools.mosquitto import BrokerError, MosquittoBroker, free_port
 from tools.scenes import write_demo_video, write_dock_video
+from tools.sensor_data import Fault, PumpSimulator, write_recording
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "firmware_configs" / "demo.yaml"
@@ -29,6 +31,20 @@ VIDEO = REPO / "build" / "demo" / "line1.mp4"
 DOCK_VIDEO = REPO / "build" / "demo" / "dock.mp4"
 CLASSIFIER = REPO / "models" / "demo-hazard-classifier" / "1.0.0"
 DETECTOR = REPO / "models" / "demo-hazard-detector" / "1.0.0"
+PUMP_MODEL = REPO / "models" / "demo-pump-anomaly" / "1.0.0"
+PUMPS = REPO / "build" / "demo" / "pumps.csv"
+PUMP_KEYS = ("pump-1", "pump-2", "pump-3", "pump-4")
+FAULTY_PUMP = "pump-3"
+PUMP_FAULT_S = 20.0
+PUMP_SECONDS = 40.0
+
+
+def write_pump_recording(
+    path: Path, *, seed: int = 7, fault_s: float = PUMP_FAULT_S, seconds: float = PUMP_SECONDS
+) -> Path:
+    """Four pumps at 50 Hz; a bearing fault on pump-3 ramps in from ``fault_s``."""
+    simulator = PumpSimulator(PUMP_KEYS, seed=seed, fault=Fault(FAULTY_PUMP, start_s=fault_s))
+    return write_recording(path, simulator, 0.0, seconds)
 
 
 def ensure_assets() -> None:
@@ -38,7 +54,13 @@ def ensure_assets() -> None:
     if not (DETECTOR / "manifest.json").is_file():
         print(f"building the demo detector into {DETECTOR.parent} ...", flush=True)
         build_demo_detector(REPO / "models")
+    if not (PUMP_MODEL / "manifest.json").is_file():
+        print(f"fitting the demo pump model into {PUMP_MODEL.parent} ...", flush=True)
+        build_demo_pump_model(REPO / "models")
     VIDEO.parent.mkdir(parents=True, exist_ok=True)
+    if not PUMPS.is_file():
+        print(f"recording the pumps {PUMPS} ({FAULTY_PUMP} fails at {PUMP_FAULT_S:.0f} s) ...")
+        write_pump_recording(PUMPS)
     if not VIDEO.is_file():
         print(f"rendering the packing-line camera {VIDEO} ...", flush=True)
         for first, last, kind in write_demo_video(VIDEO):
@@ -67,6 +89,10 @@ class AlertPrinter:
         with self._lock:
             self.count += 1
         bbox = f" bbox={alert['bbox']}" if alert.get("bbox") else ""
+        sensor = alert.get("sensor")
+        if sensor:
+            top = ", ".join(f"{f['name']} z={f['zscore']:.0f}" for f in sensor["top_features"])
+            bbox = f" key={sensor['key']}" + (f" ({top})" if top else "")
         print(
             f"  >> subscriber got {alert['severity'].upper():8s} {alert['state']:7s} "
             f"{alert['label']:6s} score={alert['score']:.2f}{bbox} on {msg.topic} "

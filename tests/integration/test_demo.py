@@ -14,7 +14,9 @@ import pytest
 
 from runtime.processing.nms import box_iou
 from tests.brokers import MosquittoBroker, Subscriber
+from tools.run_demo import FAULTY_PUMP, PUMP_KEYS, write_pump_recording
 from tools.scenes import write_demo_video, write_dock_video
+from tools.sensor_data import PumpSimulator
 
 pytestmark = pytest.mark.integration
 
@@ -22,6 +24,9 @@ REPO = Path(__file__).resolve().parents[2]
 LINE_SEGMENTS = [("normal", 3.0), ("fire", 3.0), ("normal", 4.0), ("smoke", 3.0), ("normal", 3.0)]
 DOCK_SEGMENTS = [("clear", 3.0), ("hazard", 3.0), ("clear", 3.0), ("hazard", 3.0), ("clear", 2.0)]
 FPS = 10
+PUMP_FAULT_S = 18.0
+PUMP_SECONDS = 36.0
+PUMP_SPEED = 4  # 36 s of readings in 9 s, inside the cameras' 16 s
 DEBOUNCE = 3  # raise_frames in firmware_configs/demo.yaml
 
 
@@ -32,6 +37,9 @@ def demo_alerts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     tmp = tmp_path_factory.mktemp("demo")
     line = write_demo_video(tmp / "line1.mp4", fps=FPS, segments=LINE_SEGMENTS, seed=20261126)
     dock = write_dock_video(tmp / "dock.mp4", fps=FPS, segments=DOCK_SEGMENTS, seed=20261127)
+    write_pump_recording(
+        tmp / "pumps.csv", seed=20261128, fault_s=PUMP_FAULT_S, seconds=PUMP_SECONDS
+    )
     with MosquittoBroker(tmp / "broker") as broker:
         sub = Subscriber(broker, "edgewatch/demo-gw01/alerts/#", client_id="demo-test").start()
         env = {
@@ -42,6 +50,10 @@ def demo_alerts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             "EDGEWATCH_DEMO_LOOP": "false",
             # real time, as from a camera: cooldowns are in seconds of capture time
             "EDGEWATCH_DEMO_PACE": "native",
+            "EDGEWATCH_DEMO_PUMPS": str(tmp / "pumps.csv"),
+            "EDGEWATCH_DEMO_SENSOR_SPEED": str(PUMP_SPEED),
+            # keep the recording's own timestamps, so window times can be checked against it
+            "EDGEWATCH_DEMO_RESTAMP": "false",
         }
         result = subprocess.run(
             [sys.executable, "-m", "runtime", "run", "firmware_configs/demo.yaml"],
@@ -52,7 +64,8 @@ def demo_alerts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             timeout=180,
             check=False,
         )
-        sub.wait_for(8, timeout_s=5)  # a raise and a clear per hazard segment, two cameras
+        # a raise and a clear per hazard segment (two cameras) and the pump fault
+        sub.wait_for(9, timeout_s=5)
         sub.stop()
     return {
         "result": result,
@@ -98,3 +111,21 @@ def test_dock_camera_alerts_with_the_hazard_box(demo_alerts: dict[str, Any]) -> 
         assert iou >= 0.3, f"alert bbox {alert['bbox']} vs drawn hazard {box}: IoU {iou:.2f}"
     for (_first, last, _), alert in zip(hazards, cleared, strict=True):
         assert last < alert["frame_seq"] <= last + 5 + 3, "cleared once the hazard is gone"
+
+
+def test_pumps_alert_on_the_bearing_fault_and_not_before(demo_alerts: dict[str, Any]) -> None:
+    alerts = [a for a in demo_alerts["alerts"] if a["pipeline"] == "pumps"]
+    assert [(a["rule"], a["state"], a["sensor"]["key"]) for a in alerts] == [
+        ("bearing-anomaly", "raised", FAULTY_PUMP)
+    ], "one alert: the faulty pump's, raised once the fault shows (it lasts to the end)"
+    (alert,) = alerts
+    epoch_s = PumpSimulator(PUMP_KEYS).epoch_s
+    onset_ns = round((epoch_s + PUMP_FAULT_S) * 1e9)
+    sensor = alert["sensor"]
+    window_end = np.datetime64(sensor["window_end"].rstrip("Z"), "ns").astype(np.int64)
+    window_start = np.datetime64(sensor["window_start"].rstrip("Z"), "ns").astype(np.int64)
+    assert window_end > onset_ns, "not before the fault"
+    assert window_start < onset_ns + 6 * 10**9, "within a few windows of the onset"
+    assert sensor["value"] > sensor["threshold"] == 1.0
+    assert alert["severity"] == "critical" and alert["source"] == FAULTY_PUMP
+    assert sensor["top_features"] and sensor["top_features"][0]["name"].startswith("vibration.")
