@@ -14,7 +14,6 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -96,11 +95,9 @@ class AlertFactory:
 
 
 @dataclass(slots=True)
-class PipelineStats:
-    frames_processed: int = 0
-    frames_dropped: int = 0
-    frame_errors: int = 0
-    alerts: int = 0
+class StageErrors:
+    """Errors counted by stage (``sink:<Type>`` for sinks), the last one kept for the status."""
+
     sink_errors: int = 0
     last_error: str | None = None
     errors_by_stage: dict[str, int] = field(default_factory=dict)
@@ -108,10 +105,33 @@ class PipelineStats:
 
     def count_error(self, stage: str, exc: BaseException, *, frame: bool = False) -> None:
         with self._lock:
-            self.frame_errors += frame
+            self._count_item_error(frame)
             self.sink_errors += stage.startswith("sink:")
             self.errors_by_stage[stage] = self.errors_by_stage.get(stage, 0) + 1
             self.last_error = f"{stage}: {exc}"
+
+    def _count_item_error(self, item: bool) -> None:
+        """Hook (called under the lock): an error that cost one frame or window."""
+        del item
+
+    def errors(self) -> dict[str, object]:
+        """The error counters; call with the lock held."""
+        return {
+            "errors_by_stage": dict(self.errors_by_stage),
+            "sink_errors": self.sink_errors,
+            "last_error": self.last_error,
+        }
+
+
+@dataclass(slots=True)
+class PipelineStats(StageErrors):
+    frames_processed: int = 0
+    frames_dropped: int = 0
+    frame_errors: int = 0
+    alerts: int = 0
+
+    def _count_item_error(self, item: bool) -> None:
+        self.frame_errors += item
 
     def count_drop(self) -> None:
         with self._lock:
@@ -128,22 +148,16 @@ class PipelineStats:
                 "frames_processed": self.frames_processed,
                 "frames_dropped": self.frames_dropped,
                 "frame_errors": self.frame_errors,
-                "errors_by_stage": dict(self.errors_by_stage),
                 "alerts": self.alerts,
-                "sink_errors": self.sink_errors,
-                "last_error": self.last_error,
+                **self.errors(),
             }
-
-
-class ErrorCounter(Protocol):
-    def count_error(self, stage: str, exc: BaseException, *, frame: bool = False) -> None: ...
 
 
 def deliver(
     pipeline: str,
     alert: Alert,
     sinks: Sequence[Sink],
-    stats: ErrorCounter,
+    stats: StageErrors,
     log: RateLimitedLog,
 ) -> None:
     """Hand ``alert`` to every sink; one sink failing is counted and never stops the others."""

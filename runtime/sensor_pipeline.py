@@ -22,7 +22,7 @@ from runtime.config.schema import SensorPipelineConfigBase
 from runtime.errors import EdgewatchError, ModelError
 from runtime.messages import Alert, RuleEvent, SensorReading, StageTimes, WindowScore
 from runtime.model import LoadedModel
-from runtime.pipeline import AlertFactory, deliver
+from runtime.pipeline import AlertFactory, StageErrors, deliver
 from runtime.processing.anomaly import AnomalyScorer
 from runtime.processing.windows import Gap, Window, Windower
 from runtime.ratelimit import RateLimitedLog
@@ -37,7 +37,7 @@ _MIN_SAMPLES = 2
 
 
 @dataclass(slots=True)
-class SensorStats:
+class SensorStats(StageErrors):
     readings: int = 0
     windows: int = 0
     windows_scored: int = 0
@@ -45,17 +45,6 @@ class SensorStats:
     model_calls: int = 0
     gaps: int = 0
     alerts: int = 0
-    sink_errors: int = 0
-    last_error: str | None = None
-    errors_by_stage: dict[str, int] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def count_error(self, stage: str, exc: BaseException, *, frame: bool = False) -> None:
-        del frame  # windows that fail are counted under their stage
-        with self._lock:
-            self.sink_errors += stage.startswith("sink:")
-            self.errors_by_stage[stage] = self.errors_by_stage.get(stage, 0) + 1
-            self.last_error = f"{stage}: {exc}"
 
     def count_skip(self, reason: str, n: int = 1) -> None:
         with self._lock:
@@ -73,9 +62,7 @@ class SensorStats:
                 "mean_batch": round(self.windows_scored / calls, 2) if calls else 0.0,
                 "gaps": self.gaps,
                 "alerts": self.alerts,
-                "sink_errors": self.sink_errors,
-                "errors_by_stage": dict(self.errors_by_stage),
-                "last_error": self.last_error,
+                **self.errors(),
             }
 
 
