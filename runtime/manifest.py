@@ -85,6 +85,27 @@ class SensorModelSpec(StrictModel):
         return self
 
 
+class StateSpec(StrictModel):
+    """A recurrent state tensor: fed as ``input``, read back from ``output`` after each call."""
+
+    input: str
+    output: str
+
+
+class StreamingSpec(StrictModel):
+    """How a stateful streaming model is run, one stream (sensor key) at a time.
+
+    ``state`` tensors are carried from call to call per stream (zeros at the start and after a
+    gap); ``constants`` are extra inputs fed the same value on every call (e.g. a sample rate);
+    ``per_stream_instances`` gives every stream its own interpreter, for models that keep their
+    state inside (TFLite resource variables)."""
+
+    state: list[StateSpec] = Field(default_factory=list)
+    constants: dict[str, float | int | list[float] | list[int]] = Field(default_factory=dict)
+    per_stream_instances: bool = False
+    reset_after_gap_s: float | None = Field(None, gt=0)
+
+
 class ManifestBase(StrictModel):
     schema_version: Literal[1] = 1
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -97,6 +118,7 @@ class ManifestBase(StrictModel):
     labels: list[str] = Field(default_factory=list)
     postprocess: Any = Field(None, description="how camera pipelines decode the outputs")
     sensor: SensorModelSpec | None = Field(None, description="how sensor pipelines use the model")
+    streaming: StreamingSpec | None = Field(None, description="state carried between calls")
     description: str = ""
     provenance: dict[str, Any] = Field(
         default_factory=dict, description="how the model was made (tools record it here)"

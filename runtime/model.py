@@ -76,11 +76,7 @@ class LoadedModel:
                 f"{bundle_dir}: manifest is for backend {manifest.backend!r} but the config "
                 f"asks for {backend_config.type!r}"
             )
-        if len(manifest.inputs) != 1:
-            raise ModelError(
-                f"{bundle_dir}: edgewatch pipelines feed exactly one input, "
-                f"manifest has {len(manifest.inputs)}"
-            )
+        _check_extra_inputs(bundle_dir, manifest)
         backend = BACKENDS.get(backend_config.type).from_config(backend_config, model_path)
         try:
             _check_tensors(model_path, "input", manifest.inputs, backend.inputs)
@@ -117,6 +113,26 @@ class LoadedModel:
 
     def close(self) -> None:
         self.backend.close()
+
+
+def _check_extra_inputs(bundle_dir: Path, manifest: ManifestBase) -> None:
+    """Pipelines feed the first input; any other must be a state or a constant (streaming)."""
+    extra = [i.name for i in manifest.inputs[1:]]
+    if not extra:
+        return
+    streaming = manifest.streaming
+    fed = (
+        set()
+        if streaming is None
+        else {s.input for s in streaming.state} | set(streaming.constants)
+    )
+    unfed = [name for name in extra if name not in fed]
+    if unfed:
+        raise ModelError(
+            f"{bundle_dir}: pipelines feed the first input ({manifest.inputs[0].name!r}); the "
+            f"other inputs {unfed} must be declared in the manifest's `streaming` section as "
+            "state or constants"
+        )
 
 
 def _preprocessor_for(bundle_dir: Path, spec: InputSpec) -> Preprocessor | None:

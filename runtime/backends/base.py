@@ -20,6 +20,8 @@ class TensorInfo:
     name: str
     shape: tuple[Dim, ...]
     dtype: str  # numpy dtype name: float32, uint8, int8, float16 ...
+    quantization: tuple[float, int] | None = None
+    """(scale, zero_point) when the model itself says how the integer tensor maps to reals."""
 
 
 class Backend(abc.ABC):
@@ -52,6 +54,11 @@ class Backend(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - most sessions need no explicit close
         """Release the session."""
+
+    def details(self) -> dict[str, object]:
+        """What the backend actually runs with, for the status and ``models inspect``: e.g.
+        threads, active delegate or providers, graph partitions, fallbacks and why."""
+        return {}
 
 
 BACKENDS: Registry[type[Backend]] = Registry("backend")
