@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv system-deps models demo test lint unit integration bench clean
+.PHONY: help venv system-deps wheel-models models demo test lint unit integration bench clean
 
 help:
 	@echo "make demo   - build what is missing, start a throwaway broker, run the demo device"
@@ -48,10 +48,15 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit -q
 
-integration: $(STAMP) system-deps
+# Real models shipped inside PyPI wheels (MediaPipe, silero-vad, pymicro-wakeword, scikit-image
+# photos): downloaded once into build/wheel-models/, checked by sha256; tests never download.
+wheel-models: $(STAMP)
+	$(BIN)/python -m tools.model_wheels
+
+integration: $(STAMP) system-deps wheel-models
 	$(BIN)/pytest tests/integration -q
 
-test: $(STAMP) system-deps lint
+test: $(STAMP) system-deps wheel-models lint
 	$(BIN)/pytest -q
 
 bench: $(STAMP)

@@ -1,4 +1,5 @@
-"""The ``edgewatch`` command: run | validate | schema | fit | models verify | record."""
+"""The ``edgewatch`` command: run | validate | schema | fit | models verify/inspect | bench |
+record."""
 
 from __future__ import annotations
 
@@ -71,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("bundle", type=Path)
     verify.set_defaults(handler=_cmd_models_verify)
+    _add_inspect_and_bench(models_sub, sub)
 
     record = sub.add_parser(
         "record", help="append every MQTT message on a topic filter to a JSONL file (for replay)"
@@ -133,6 +135,145 @@ def _cmd_models_verify(args: argparse.Namespace) -> int:
     )
     model.close()
     return 0
+
+
+def _add_inspect_and_bench(
+    models_sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    settings_help = (
+        'backend settings as JSON keyed by backend, e.g. \'{"onnxruntime": {"providers": '
+        '["OpenVINOExecutionProvider", "CPUExecutionProvider"]}}\''
+    )
+    inspect = models_sub.add_parser(
+        "inspect", help="print a bundle's or model file's tensors, quantization and partitions"
+    )
+    inspect.add_argument("model", type=Path, help="bundle directory or .onnx/.tflite file")
+    inspect.add_argument("--json", action="store_true", help="print JSON instead of text")
+    inspect.add_argument("--backend-config", type=_json_object, default={}, help=settings_help)
+    inspect.set_defaults(handler=_cmd_models_inspect)
+
+    bench = sub.add_parser(
+        "bench", help="latency table per model, backend and threads on this device"
+    )
+    bench.add_argument("models", type=Path, nargs="+", help="bundle directories or model files")
+    bench.add_argument("--threads", type=_int_list, default=[1], help="e.g. 1,2 (default 1)")
+    bench.add_argument(
+        "--backends", type=_name_list, default=None, help="default: every one that loads it"
+    )
+    bench.add_argument("--runs", type=_positive, default=100, help="timed calls per measurement")
+    bench.add_argument("--warmup", type=_non_negative, default=10)
+    bench.add_argument("--repeat", type=_positive, default=3, help="measurements; medians shown")
+    bench.add_argument(
+        "--shape",
+        type=_shape_arg,
+        action="append",
+        default=[],
+        metavar="NAME=1x3x224x224",
+        help="shape for an input with dynamic dimensions (default: those dimensions are 1)",
+    )
+    bench.add_argument("--backend-config", type=_json_object, default={}, help=settings_help)
+    bench.set_defaults(handler=_cmd_bench)
+
+
+def _cmd_models_inspect(args: argparse.Namespace) -> int:
+    from runtime.inspect_model import format_report, inspect, open_backend, resolve_target
+
+    _setup_logging("WARNING")
+    try:
+        target = resolve_target(args.model)
+        problem = target.sha256_problem()
+        if problem is not None:
+            print(f"edgewatch: {problem}", file=sys.stderr)
+        backend = open_backend(target, settings=args.backend_config.get(target.backend))
+        try:
+            report = inspect(target, backend)
+        finally:
+            backend.close()
+    except EdgewatchError as exc:
+        print(f"edgewatch: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 1 if problem is not None else 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from runtime.bench import format_results, run_bench
+    from runtime.inspect_model import resolve_target
+
+    _setup_logging("WARNING")
+    try:
+        targets = [resolve_target(path) for path in args.models]
+        results, notes = run_bench(
+            targets,
+            threads=args.threads,
+            runs=args.runs,
+            warmup=args.warmup,
+            repeats=args.repeat,
+            backends=args.backends,
+            shapes=dict(args.shape),
+            settings=args.backend_config,
+        )
+    except EdgewatchError as exc:
+        print(f"edgewatch: {exc}", file=sys.stderr)
+        return 1
+    for note in notes:
+        print(f"edgewatch: {note}", file=sys.stderr)
+    if not results:
+        print("edgewatch: nothing to benchmark", file=sys.stderr)
+        return 1
+    print(format_results(results))
+    return 0
+
+
+def _json_object(text: str) -> dict[str, dict[str, object]]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise argparse.ArgumentTypeError("expected an object of backend name → settings object")
+    return value
+
+
+def _name_list(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("expected comma-separated names")
+    return names
+
+
+def _int_list(text: str) -> list[int]:
+    values = [_positive(n) for n in _name_list(text)]
+    return list(dict.fromkeys(values))
+
+
+def _positive(text: str) -> int:
+    value = _non_negative(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {text!r}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def _shape_arg(text: str) -> tuple[str, tuple[int, ...]]:
+    name, sep, dims = text.partition("=")
+    try:
+        shape = tuple(_positive(d) for d in dims.lower().split("x"))
+    except argparse.ArgumentTypeError:
+        shape = ()
+    if not sep or not name or not shape:
+        raise argparse.ArgumentTypeError(f"expected NAME=1x3x224x224, got {text!r}")
+    return name, shape
 
 
 def _fit(argv: list[str]) -> int:

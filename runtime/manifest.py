@@ -26,7 +26,7 @@ class InputSpec(StrictModel):
     name: str
     shape: list[int | str | None]
     layout: Literal["NCHW", "NHWC"] = "NCHW"
-    dtype: Literal["float32", "float16", "uint8", "int8"] = "float32"
+    dtype: Literal["float32", "float16", "uint8", "int8", "int64", "int32"] = "float32"
     color: Literal["RGB", "BGR"] = "RGB"
     resize: Literal["stretch", "letterbox"] = "stretch"
     letterbox_fill: int = Field(114, ge=0, le=255)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -16,9 +18,16 @@ from pydantic import ValidationError
 from runtime.backends.base import BACKENDS, Backend, TensorInfo
 from runtime.config.base import PluginConfig
 from runtime.errors import ModelError
-from runtime.manifest import MANIFEST_FILE, InputSpec, ManifestBase, OutputSpec, manifest_model
+from runtime.manifest import (
+    MANIFEST_FILE,
+    InputSpec,
+    ManifestBase,
+    OutputSpec,
+    Quantization,
+    manifest_model,
+)
 from runtime.messages import ModelInfo
-from runtime.processing.preprocess import Preprocessor
+from runtime.processing.preprocess import Preprocessor, quantize
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +65,7 @@ class LoadedModel:
     backend: Backend
     preprocessor: Preprocessor | None  # None for non-image inputs (sensor feature vectors)
     path: Path
+    backend_config: PluginConfig | None = None  # to make more sessions (per-stream instances)
 
     @classmethod
     def load(
@@ -81,12 +91,14 @@ class LoadedModel:
         try:
             _check_tensors(model_path, "input", manifest.inputs, backend.inputs)
             _check_tensors(model_path, "output", manifest.outputs, backend.outputs)
+            manifest = _with_model_quantization(model_path, manifest, backend)
             model = cls(
                 manifest=manifest,
                 info=ModelInfo(manifest.name, manifest.version, manifest.sha256),
                 backend=backend,
                 preprocessor=_preprocessor_for(bundle_dir, manifest.inputs[0]),
                 path=model_path,
+                backend_config=backend_config,
             )
             model.warm_up(warmup_runs)
         except BaseException:
@@ -94,12 +106,53 @@ class LoadedModel:
             raise
         return model
 
-    def infer(self, tensor: NDArray[np.generic]) -> list[NDArray[np.float32]]:
-        """Run the model on a preprocessed tensor; quantized outputs come back as real values."""
-        raw = self.backend.run({self.manifest.inputs[0].name: tensor})
+    def infer(
+        self,
+        tensor: NDArray[np.generic],
+        *,
+        state: Mapping[str, NDArray[np.generic]] | None = None,
+        backend: Backend | None = None,
+    ) -> list[NDArray[np.float32]]:
+        """Run the model on a preprocessed tensor; quantized outputs come back as real values.
+
+        Streaming models also get their constants and ``state`` (zeros for any state not given);
+        ``backend`` runs it on another session of the same model (a per-stream instance)."""
+        raw = (backend or self.backend).run(self.feeds(tensor, state))
         return [
             _dequantize(out, spec) for out, spec in zip(raw, self.manifest.outputs, strict=True)
         ]
+
+    def feeds(
+        self,
+        tensor: NDArray[np.generic],
+        state: Mapping[str, NDArray[np.generic]] | None = None,
+    ) -> dict[str, NDArray[np.generic]]:
+        """Every input of one call: ``tensor`` as the first, then a streaming model's constants
+        and state inputs (from ``state``, else zeros of the declared shape, batch 1)."""
+        first = self.manifest.inputs[0]
+        feeds = {first.name: as_input(tensor, first)}
+        streaming = self.manifest.streaming
+        if streaming is None:
+            return feeds
+        specs = {i.name: i for i in self.manifest.inputs}
+        for name, value in streaming.constants.items():
+            feeds[name] = _constant(self.path, specs[name], value)
+        for s in streaming.state:
+            spec = specs[s.input]
+            given = None if state is None else state.get(s.input)
+            feeds[s.input] = (
+                zero_state(spec)
+                if given is None
+                else as_input(given, spec).astype(spec.dtype, copy=False)
+            )
+        return feeds
+
+    def new_backend(self) -> Backend:
+        """Another session of this model with the same backend config (one per stream for
+        models that keep state inside the session)."""
+        if self.backend_config is None:
+            raise ModelError(f"{self.path}: loaded without a backend config; cannot make another")
+        return BACKENDS.get(self.backend_config.type).from_config(self.backend_config, self.path)
 
     def warm_up(self, runs: int) -> None:
         for _ in range(runs):
@@ -135,6 +188,26 @@ def _check_extra_inputs(bundle_dir: Path, manifest: ManifestBase) -> None:
         )
 
 
+def zero_state(spec: InputSpec) -> NDArray[np.generic]:
+    """A state input's start value: zeros of its declared shape, unknown dims (batch) as 1."""
+    return np.zeros([d if isinstance(d, int) else 1 for d in spec.shape], dtype=spec.dtype)
+
+
+def _constant(model_path: Path, spec: InputSpec, value: object) -> NDArray[np.generic]:
+    """A streaming constant as the input wants it: a scalar fills the input's shape (0-d for
+    ``[]``), a list must hold exactly as many values as the shape."""
+    array = np.asarray(value, dtype=spec.dtype)
+    shape = [d if isinstance(d, int) else 1 for d in spec.shape]
+    if array.ndim == 0:
+        return np.full(shape, array, dtype=spec.dtype) if shape else array
+    if array.size != int(np.prod(shape)):
+        raise ModelError(
+            f"{model_path}: streaming constant {spec.name!r} has {array.size} values but the "
+            f"input's shape is {spec.shape}"
+        )
+    return array.reshape(shape)
+
+
 def _preprocessor_for(bundle_dir: Path, spec: InputSpec) -> Preprocessor | None:
     """Images are 4-D (NCHW/NHWC); anything else (e.g. [N, D] features) is fed as it is."""
     if len(spec.shape) != 4:
@@ -143,6 +216,67 @@ def _preprocessor_for(bundle_dir: Path, spec: InputSpec) -> Preprocessor | None:
         return Preprocessor(spec)
     except ValueError as exc:
         raise ModelError(f"{bundle_dir}: input {spec.name!r}: {exc}") from exc
+
+
+_QUANTIZED = ("int8", "uint8")
+_SCALE_REL_TOL = 1e-5  # manifests hold float64 scales, models float32 ones
+_Spec = TypeVar("_Spec", InputSpec, OutputSpec)
+
+
+def _with_model_quantization(
+    model_path: Path, manifest: ManifestBase, backend: Backend
+) -> ManifestBase:
+    """The manifest with every int8/uint8 tensor's effective quantization: the manifest's, else
+    the model's (LiteRT reports it; onnxruntime doesn't). Both given and different, or an int8
+    input with neither, is a ModelError. A uint8 input with neither takes raw values (pixels)."""
+    inputs = [
+        _effective_quantization(model_path, "input", spec, real)
+        for spec, real in zip(manifest.inputs, backend.inputs, strict=True)
+    ]
+    outputs = [
+        _effective_quantization(model_path, "output", spec, real)
+        for spec, real in zip(manifest.outputs, backend.outputs, strict=True)
+    ]
+    return manifest.model_copy(update={"inputs": inputs, "outputs": outputs})
+
+
+def _effective_quantization(model_path: Path, kind: str, spec: _Spec, real: TensorInfo) -> _Spec:
+    declared, model = spec.quantization, real.quantization
+    if spec.dtype not in _QUANTIZED:
+        return spec
+    if declared is not None and model is not None:
+        scale, zero_point = model
+        if declared.zero_point != zero_point or not math.isclose(
+            declared.scale, scale, rel_tol=_SCALE_REL_TOL
+        ):
+            raise ModelError(
+                f"{model_path}: {kind} {spec.name!r}: manifest says scale={declared.scale:.9g}, "
+                f"zero_point={declared.zero_point} but the model has scale={scale:.9g}, "
+                f"zero_point={zero_point}"
+            )
+        return spec
+    if model is not None:
+        q = Quantization(scale=model[0], zero_point=model[1])
+        return spec.model_copy(update={"quantization": q})
+    if declared is None and kind == "input" and spec.dtype == "int8":
+        raise ModelError(
+            f"{model_path}: input {spec.name!r} is int8 but neither the manifest nor the model "
+            "gives its quantization (scale, zero_point)"
+        )
+    return spec
+
+
+def as_input(tensor: NDArray[np.generic], spec: InputSpec) -> NDArray[np.generic]:
+    """Real values for an int8/uint8 input with quantization are quantized, and float values
+    for a float16/float32 input are cast; anything else is passed on as it is."""
+    if tensor.dtype == np.dtype(spec.dtype) or not np.issubdtype(tensor.dtype, np.floating):
+        return tensor
+    q = spec.quantization
+    if q is not None and spec.dtype in _QUANTIZED:
+        return quantize(tensor.astype(np.float32, copy=False), q.scale, q.zero_point, spec.dtype)
+    if spec.dtype in ("float16", "float32"):
+        return tensor.astype(spec.dtype)
+    return tensor
 
 
 def _dequantize(out: NDArray[np.generic], spec: OutputSpec) -> NDArray[np.float32]:

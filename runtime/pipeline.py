@@ -447,6 +447,7 @@ class FramePipeline:
                 "requested": backend.requested_providers,
                 "active": backend.active_providers,
             },
+            "backend": backend.details(),
             "state": "running",
             **self.stats.snapshot(),
         }

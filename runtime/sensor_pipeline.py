@@ -4,6 +4,9 @@ One thread does it all: it takes every reading that is ready from the source, pu
 the windower, and scores the windows they complete together, in model calls of up to
 ``max_batch`` windows. At high message rates many keys complete windows at once, so the per-window
 cost of the model call and the Python around it shrinks as the load grows.
+
+A streaming model (manifest ``streaming``) is instead called once per window with that key's
+state (:class:`~runtime.processing.streaming.StreamingRunner`); a gap of the key resets it.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from runtime.messages import Alert, RuleEvent, SensorReading, StageTimes, Window
 from runtime.model import LoadedModel
 from runtime.pipeline import AlertFactory, StageErrors, deliver
 from runtime.processing.anomaly import AnomalyScorer
+from runtime.processing.streaming import DEFAULT_MAX_STREAMS, StreamingRunner
 from runtime.processing.windows import Gap, Window, Windower
 from runtime.ratelimit import RateLimitedLog
 from runtime.rules.sensor_base import SENSOR_RULES, SensorRule
@@ -80,6 +84,7 @@ class SensorPipeline:
         *,
         max_batch: int = 256,
         silence_check_s: float = 0.5,
+        max_streams: int = DEFAULT_MAX_STREAMS,
     ) -> None:
         self.name = name
         self.source = source
@@ -93,6 +98,7 @@ class SensorPipeline:
         self.silence_check_s = silence_check_s
         self.stats = SensorStats()
         self.dynamic_batch = _dynamic_batch(model)
+        self.streams = StreamingRunner.for_model(model, max_streams)
         self._seq = itertools.count(1)
         self._log = RateLimitedLog(logger)
 
@@ -138,6 +144,12 @@ class SensorPipeline:
 
     def run(self, stop: threading.Event, read_timeout_s: float = 0.1) -> None:
         """Process readings until ``stop`` is set or a finite source has ended."""
+        try:
+            self._run(stop, read_timeout_s)
+        finally:
+            self.close()
+
+    def _run(self, stop: threading.Event, read_timeout_s: float) -> None:
         next_silence = time.monotonic() + self.silence_check_s
         while not stop.is_set():
             try:
@@ -159,6 +171,12 @@ class SensorPipeline:
                 next_silence = now + self.silence_check_s
                 ns = time.monotonic_ns()
                 self._handle(self.windower.check_silence(ns), ns, ns)
+
+    def close(self) -> None:
+        """Drop per-key model state and close per-stream sessions (the model is shared and
+        closed by its owner); processing may start again afterwards."""
+        if self.streams is not None:
+            self.streams.close()
 
     def process(self, readings: Sequence[SensorReading]) -> list[Alert]:
         """Window, score and evaluate a batch of readings on the calling thread."""
@@ -192,6 +210,8 @@ class SensorPipeline:
                 alerts += self._score_all(windows, received_mono_ns, dequeued_mono_ns)
                 windows = []
                 self.stats.gaps += 1
+                if self.streams is not None:
+                    self.streams.reset(item.key)
                 alerts += self._on_gap(item)
             elif item.partial or item.n_samples < _MIN_SAMPLES:
                 self.stats.count_skip("partial")
@@ -215,7 +235,7 @@ class SensorPipeline:
         try:
             features = self.scorer.featurise(windows)
             featurised = time.monotonic_ns()
-            scores = self._infer(features)
+            scores = self._infer(features, windows)
             inferred = time.monotonic_ns()
         except Exception as exc:  # noqa: BLE001 - a failed batch is counted, the next one runs
             self._failed("inference", exc)
@@ -262,16 +282,29 @@ class SensorPipeline:
         self.stats.windows_scored += len(windows)
         return alerts
 
-    def _infer(self, features: NDArray[np.float32]) -> NDArray[np.float64]:
-        """One model call for the batch, or one per window for a model with a fixed batch of 1."""
+    def _infer(
+        self, features: NDArray[np.float32], windows: Sequence[Window]
+    ) -> NDArray[np.float64]:
+        """One model call for the batch, or one per window for a model with a fixed batch of 1
+        or a streaming model (each window with its key's state, in the windows' order)."""
         n = features.shape[0]
+        inputs = self.scorer.model_input(features)
+        if self.streams is not None:
+            parts: list[NDArray[np.float64]] = []
+            for i, window in enumerate(windows):
+                self.stats.model_calls += 1
+                outputs = self.streams.run(
+                    window.key, inputs[i : i + 1], start_ns=window.start_ns, end_ns=window.end_ns
+                )
+                parts.append(self.scorer.scores(outputs, 1))
+            return np.concatenate(parts)
         if self.dynamic_batch:
             self.stats.model_calls += 1
-            return self.scorer.scores(self.model.infer(features), n)
-        parts: list[NDArray[np.float64]] = []
+            return self.scorer.scores(self.model.infer(inputs), n)
+        parts = []
         for i in range(n):
             self.stats.model_calls += 1
-            parts.append(self.scorer.scores(self.model.infer(features[i : i + 1]), 1))
+            parts.append(self.scorer.scores(self.model.infer(inputs[i : i + 1]), 1))
         return np.concatenate(parts)
 
     def _evaluate(self, scored: WindowScore) -> list[RuleEvent]:
@@ -335,12 +368,14 @@ class SensorPipeline:
                 "requested": backend.requested_providers,
                 "active": backend.active_providers,
             },
+            "backend": backend.details(),
             "state": "running",
             "windower": {
                 "keys": len(self.windower.keys),
                 "dropped": dict(self.windower.dropped),
                 "overflow": dict(self.windower.overflow),
             },
+            **({} if self.streams is None else {"streams": self.streams.status()}),
             **self.stats.snapshot(),
         }
 

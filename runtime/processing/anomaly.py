@@ -4,6 +4,10 @@ The manifest's ``sensor`` section says how the model was trained (fields, window
 output holding the score and its threshold); :class:`AnomalyScorer` checks at start that the
 windows this pipeline cuts produce exactly those features, so a model is never fed vectors in a
 different order or of a different kind than it learned.
+
+The features of a window are one row; a model whose input has more dimensions than ``[N, D]``
+(e.g. ``[1, 3, 40]``: three frames of 40 spectral values) gets each row reshaped to them, which
+with ``raw`` features of a count window is the window sample by sample.
 """
 
 from __future__ import annotations
@@ -23,7 +27,11 @@ _MIN_STD = 1e-12
 
 class AnomalyScorer:
     def __init__(
-        self, spec: SensorModelSpec, output_names: Sequence[str], model_path: Path
+        self,
+        spec: SensorModelSpec,
+        output_names: Sequence[str],
+        model_path: Path,
+        input_shape: Sequence[int] | None = None,
     ) -> None:
         self.spec = spec
         self.features = spec.features
@@ -35,6 +43,8 @@ class AnomalyScorer:
                 f"the model (outputs: {', '.join(output_names)})"
             )
         self.score_index = list(output_names).index(spec.score_output)
+        self.input_shape = tuple(input_shape or (len(self.feature_names),))
+        """One window's model input, without the batch dimension."""
         self._mean: NDArray[np.float32] | None = None
         self._inv_std: NDArray[np.float32] | None = None
         if spec.feature_mean is not None and spec.feature_std is not None:
@@ -49,14 +59,20 @@ class AnomalyScorer:
                 f"{model_path}: the manifest has no `sensor` section, so sensor pipelines can't "
                 "use this model (bundles written by `edgewatch fit` have one)"
             )
-        width = manifest.inputs[0].shape[-1]
+        shape = manifest.inputs[0].shape
         n = len(manifest.sensor.feature_names)
-        if len(manifest.inputs[0].shape) != 2 or (isinstance(width, int) and width != n):
+        inner = shape[1:]
+        fixed = [d for d in inner if isinstance(d, int)]
+        fits = len(shape) == 2 and (not fixed or fixed == [n])
+        fits = fits or (len(fixed) == len(inner) >= 2 and int(np.prod(fixed)) == n)
+        if not fits:
             raise ModelError(
                 f"{model_path}: sensor models take one input [N, {n}] (one row of "
-                f"{n} features per window), manifest says {manifest.inputs[0].shape}"
+                f"{n} features per window) or [N, ...] with fixed dims holding {n} values, "
+                f"manifest says {shape}"
             )
-        return cls(manifest.sensor, [o.name for o in manifest.outputs], model_path)
+        input_shape = fixed if len(shape) > 2 else [n]
+        return cls(manifest.sensor, [o.name for o in manifest.outputs], model_path, input_shape)
 
     def default_window(self, max_lateness_s: float, gap_s: float | None) -> WindowConfig:
         """The windows the model was trained on, with this pipeline's lateness and gap."""
@@ -90,6 +106,10 @@ class AnomalyScorer:
 
     def featurise(self, windows: Sequence[Window]) -> NDArray[np.float32]:
         return self.features.compute_windows(windows)
+
+    def model_input(self, features: NDArray[np.float32]) -> NDArray[np.float32]:
+        """Feature rows (B, D) as the model's input (B, *input_shape)."""
+        return features.reshape(features.shape[0], *self.input_shape)
 
     def scores(self, outputs: Sequence[NDArray[np.float32]], batch: int) -> NDArray[np.float64]:
         """One score per window from the model's outputs; ModelError if the shape is wrong."""

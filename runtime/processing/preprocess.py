@@ -104,7 +104,15 @@ class Preprocessor:
             x += add
         if self._quant is not None:
             scale, zp = self._quant
-            info = np.iinfo(np.int8 if dtype == "int8" else np.uint8)
-            quantized: NDArray[np.generic] = np.clip(np.rint(x / scale + zp), info.min, info.max)
-            return quantized.astype(dtype)
+            return quantize(x, float(scale), int(zp), dtype)
         return x.astype(dtype, copy=False)
+
+
+def quantize(
+    x: NDArray[np.floating], scale: float, zero_point: int, dtype: str
+) -> NDArray[np.generic]:
+    """Real values → int8/uint8: ``clip(round(x / scale) + zero_point)``, halves to even."""
+    info = np.iinfo(np.dtype(dtype))
+    q = np.rint(np.asarray(x, dtype=np.float32) / np.float32(scale)) + np.float32(zero_point)
+    out: NDArray[np.generic] = np.clip(q, info.min, info.max).astype(dtype)
+    return out
