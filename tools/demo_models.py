@@ -37,6 +37,7 @@ from runtime.processing.postprocess.yolo import YoloPostprocessor
 from runtime.processing.preprocess import Preprocessor
 from tools.bundle import MODEL_FILE, write_bundle
 from tools.demo_sensor_model import PUMP_NAME, build_demo_pump_model
+from tools.demo_tflite_models import TFLITE_CLASSIFIER_NAME, build_demo_tflite_classifier
 from tools.onnx_builders import (
     colour_pool,
     grid_anchor_boxes,
@@ -662,6 +663,7 @@ BUILDERS: dict[str, Callable[[Path, bool], Path]] = {
     DETECTOR_NAME: lambda out, overwrite: build_demo_detector(out, overwrite=overwrite),
     BENCHMARK_NAME: lambda out, overwrite: build_benchmark_model(out, overwrite=overwrite),
     PUMP_NAME: lambda out, overwrite: build_demo_pump_model(out, overwrite=overwrite),
+    TFLITE_CLASSIFIER_NAME: lambda out, ow: build_demo_tflite_classifier(out, overwrite=ow),
 }
 
 
