@@ -237,7 +237,10 @@ def _model_for(
     if pipeline.model not in cache:
         ref = loaded.config.models[pipeline.model]
         try:
-            cache[pipeline.model] = LoadedModel.load(Path(ref.bundle), ref.backend)
+            key = loaded.config.security.model_public_key
+            cache[pipeline.model] = LoadedModel.load(
+                Path(ref.bundle), ref.backend, public_key=None if key is None else Path(key)
+            )
         except EdgewatchError as exc:
             cache[pipeline.model] = exc
     model = cache[pipeline.model]

@@ -4,6 +4,7 @@ record."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import signal
@@ -26,8 +27,8 @@ logger = logging.getLogger("edgewatch")
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["fit"]:  # every option belongs to tools.fit, --help included
-        return _fit(argv[1:])
+    if argv[:1] and argv[0] in DESKTOP_COMMANDS:  # every option belongs to the tool, --help too
+        return _desktop(argv[0], argv[1:])
     parser = _parser()
     args = parser.parse_args(argv)
     handler: int = args.handler(args)
@@ -58,12 +59,9 @@ def _parser() -> argparse.ArgumentParser:
     schema.add_argument("--output", type=Path, default=None)
     schema.set_defaults(handler=_cmd_schema)
 
-    fit = sub.add_parser(
-        "fit",
-        help="train an anomaly model from normal recordings into a bundle (desktop; tools extra)",
-        add_help=False,
-    )
-    fit.set_defaults(handler=lambda _args: _fit([]))
+    for command, help_text in DESKTOP_HELP.items():  # listed in --help; main() dispatches
+        desktop = sub.add_parser(command, help=f"{help_text} (desktop; tools extra)")
+        desktop.set_defaults(handler=lambda args, c=command: _desktop(c, []))
 
     models = sub.add_parser("models", help="model bundle commands")
     models_sub = models.add_subparsers(required=True, metavar="ACTION")
@@ -276,17 +274,37 @@ def _shape_arg(text: str) -> tuple[str, tuple[int, ...]]:
     return name, shape
 
 
-def _fit(argv: list[str]) -> int:
+DESKTOP_COMMANDS: dict[str, str] = {
+    "fit": "tools.fit.cli",
+    "export": "tools.export.cli",
+    "quantize": "tools.quantize.cli",
+    "evaluate": "tools.evaluate.cli",
+    "bundle": "tools.bundle_cli",
+}
+DESKTOP_HELP: dict[str, str] = {
+    "fit": "train an anomaly model from normal recordings into a bundle",
+    "export": "export a PyTorch / scikit-learn / Keras model to ONNX or TFLite, verified",
+    "quantize": "quantize a model to int8; refuse one that lost accuracy or speed",
+    "evaluate": "compare a model and its quantized version on a labelled set",
+    "bundle": "write (and optionally sign) a model bundle",
+}
+"""Subcommands implemented by the desktop ``tools`` package: ``edgewatch <cmd>`` runs
+``<module>.main(argv)``; devices without the tools extra get a clear message instead."""
+
+
+def _desktop(command: str, argv: list[str]) -> int:
+    module_name = DESKTOP_COMMANDS[command]
     try:
-        from tools.fit.cli import main as fit_main
+        module = importlib.import_module(module_name)
     except ImportError as exc:
+        missing = exc.name or module_name
         print(
-            f"edgewatch fit needs the desktop tools ({exc.name} is missing): "
+            f"edgewatch {command} needs the desktop tools ({missing} is missing): "
             "pip install 'edgewatch[tools]'",
             file=sys.stderr,
         )
         return 2
-    code: int = fit_main(argv)
+    code: int = module.main(argv)
     return code
 
 

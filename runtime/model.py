@@ -69,8 +69,18 @@ class LoadedModel:
 
     @classmethod
     def load(
-        cls, bundle_dir: Path, backend_config: PluginConfig, warmup_runs: int = 2
+        cls,
+        bundle_dir: Path,
+        backend_config: PluginConfig,
+        warmup_runs: int = 2,
+        public_key: Path | None = None,
     ) -> LoadedModel:
+        """With ``public_key``, the bundle's manifest signature is verified before anything
+        else is read (:mod:`runtime.signature`); an unsigned bundle is then refused too."""
+        if public_key is not None:
+            from runtime.signature import verify_bundle
+
+            verify_bundle(bundle_dir, public_key)
         manifest = read_manifest(bundle_dir)
         model_path = bundle_dir / manifest.file
         if not model_path.is_file():

@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -78,10 +79,12 @@ def write_bundle(
     *,
     overwrite: bool = False,
     file_name: str = MODEL_FILE,
+    extra_files: Mapping[str, bytes] | None = None,
 ) -> Path:
     """Validate the manifest, then write the bundle atomically and return its directory.
 
-    Refuses to replace an existing bundle unless ``overwrite`` is true.
+    Refuses to replace an existing bundle unless ``overwrite`` is true. ``extra_files`` (e.g. a
+    signature, :mod:`tools.signing`) are written into the bundle in the same atomic step.
     """
     manifest = build_manifest(name, version, model_bytes, manifest_fields, file_name)
     # name and version passed the manifest's patterns, so they are single path components
@@ -95,6 +98,8 @@ def write_bundle(
         os.chmod(staging, 0o755)
         _write_file(staging / file_name, model_bytes)
         _write_file(staging / MANIFEST_FILE, manifest_json(manifest).encode())
+        for extra_name, data in (extra_files or {}).items():
+            _write_file(staging / Path(extra_name).name, data)
         _fsync_dir(staging)
         if target.exists():
             _replace_dir(staging, target)

@@ -57,6 +57,14 @@ class SensorPipelineConfigBase(StrictModel):
     rules: dict[Name, Any] = Field(min_length=1, description="rule name → sensor rule")
 
 
+class SecuritySection(StrictModel):
+    model_public_key: ConfigPath | None = Field(
+        None,
+        description="Ed25519 public key (PEM); when set, only bundles whose manifest.sig "
+        "verifies with it are loaded (needs the `signing` extra)",
+    )
+
+
 class LoggingSection(StrictModel):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -71,6 +79,7 @@ class DeviceConfigBase(StrictModel):
     sinks: list[Any] = Field(default_factory=lambda: [{"type": "console"}], validate_default=True)
     status_interval_s: float = Field(30.0, gt=0, description="period of the retained status")
     logging: LoggingSection = Field(default_factory=LoggingSection)
+    security: SecuritySection = Field(default_factory=SecuritySection)
 
 
 def cross_reference_problems(config: DeviceConfigBase) -> list[tuple[tuple[str | int, ...], str]]:

@@ -1,0 +1,1 @@
+"""``edgewatch quantize``: ONNX static (QDQ) or dynamic INT8, gated by ``tools.evaluate``."""
