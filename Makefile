@@ -59,8 +59,9 @@ integration: $(STAMP) system-deps wheel-models
 test: $(STAMP) system-deps wheel-models lint
 	$(BIN)/pytest -q
 
-bench: $(STAMP)
+bench: $(STAMP) system-deps
 	$(BIN)/python benchmarks/camera_pipeline.py
+	$(BIN)/python benchmarks/sensor_pipeline.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache .hypothesis
