@@ -821,3 +821,30 @@ def test_any_binary_records_give_readings_or_a_decode_error(
         ]
     if len(tail) % 11:
         assert readings is None
+
+
+@given(
+    value=st.floats(allow_nan=False, allow_infinity=False, min_value=-1e12, max_value=1e12),
+    fmt=st.sampled_from(["epoch_s", "epoch_ms", "epoch_us", "epoch_ns"]),
+)
+def test_float_timestamps_convert_exactly_via_their_shortest_repr(value: float, fmt: str) -> None:
+    from decimal import ROUND_HALF_EVEN, Decimal
+
+    from runtime.processing.decoders.base import NS_PER_UNIT, DecoderOptions
+
+    options = DecoderOptions(timestamp_format=fmt)  # type: ignore[arg-type]
+    scale = NS_PER_UNIT[fmt]
+    expected = int((Decimal(repr(value)) * scale).to_integral_value(ROUND_HALF_EVEN))
+    assert options.timestamp_ns(value, coerce_strings=False, what="ts") == expected
+
+
+def test_topic_keys_are_remembered_but_bad_topics_fail_every_time() -> None:
+    from runtime.processing.decoders.base import DecodeError, DecoderOptions
+
+    options = DecoderOptions(key_topic_levels=(1,))
+    assert options.key_from_topic("plant/pump-1/data") == "pump-1"
+    assert options.key_from_topic("plant/pump-1/data") == "pump-1"
+    for _ in range(2):
+        with pytest.raises(DecodeError) as info:
+            options.key_from_topic("plant/bad key/data")
+        assert info.value.reason == "bad_key"

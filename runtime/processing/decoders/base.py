@@ -52,6 +52,8 @@ EXCERPT_CHARS = 60
 _MAX_NUMBER_TEXT = 64
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _INT_TEXT = re.compile(r"[+-]?[0-9]+")
+_SCALE_DIGITS = {10**9: 9, 10**6: 6, 10**3: 3, 1: 0}
+_TOPIC_KEY_CACHE = 4096
 
 
 class DecodeError(SourceError):
@@ -108,6 +110,7 @@ class DecoderOptions:
     max_age_s: float = 3600.0
     _skew_ns: float = field(init=False, repr=False)
     _age_ns: float = field(init=False, repr=False)
+    _topic_keys: dict[str, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.max_payload_bytes < 1:
@@ -121,6 +124,7 @@ class DecoderOptions:
             )
         object.__setattr__(self, "_skew_ns", self.max_clock_skew_s * 1e9)
         object.__setattr__(self, "_age_ns", self.max_age_s * 1e9)
+        object.__setattr__(self, "_topic_keys", {})
 
     @classmethod
     def from_config(cls, config: DecoderConfig) -> DecoderOptions:
@@ -141,7 +145,20 @@ class DecoderOptions:
             )
 
     def key_from_topic(self, topic: str) -> str:
-        """The configured topic levels joined with ``/``; each level must be a valid key part."""
+        """The configured topic levels joined with ``/``; each level must be a valid key part.
+
+        Sensors publish on a few topics over and over: valid keys are remembered per topic (up to
+        ``_TOPIC_KEY_CACHE`` topics; the cache starts afresh when full)."""
+        cache = self._topic_keys
+        key = cache.get(topic)
+        if key is None:
+            key = self._key_from_topic(topic)
+            if len(cache) >= _TOPIC_KEY_CACHE:
+                cache.clear()
+            cache[topic] = key
+        return key
+
+    def _key_from_topic(self, topic: str) -> str:
         levels = topic.split("/")
         parts: list[str] = []
         for index in self.key_topic_levels:
@@ -198,7 +215,14 @@ class DecoderOptions:
         if not math.isfinite(value):
             raise DecodeError("non_finite", f"{what}: {value!r} is not a finite time")
         # via the shortest decimal repr: 1700000000.1 s is ...100000000 ns, not float noise
-        return int((Decimal(repr(value)) * scale).to_integral_value(ROUND_HALF_EVEN))
+        text = repr(value)
+        digits = _SCALE_DIGITS[scale]
+        whole, _, fraction = text.partition(".")
+        fraction = fraction.rstrip("0")
+        if "e" not in text and len(fraction) <= digits:  # exact in integers, no rounding needed
+            magnitude = int(whole.lstrip("-")) * scale + int(fraction.ljust(digits, "0") or "0")
+            return -magnitude if text.startswith("-") else magnitude
+        return int((Decimal(text) * scale).to_integral_value(ROUND_HALF_EVEN))
 
 
 def _seconds(ns: int) -> str:

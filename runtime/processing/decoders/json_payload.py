@@ -122,11 +122,13 @@ class JsonDecoder(Decoder):
             raise ValueError("json decoder: key_from=field needs key_field")
         self._names = tuple(fields)
         self._paths = tuple((path, parse_path(path)) for path in fields.values())
+        self._whats = tuple(f"field {name!r}" for name in fields)  # error-message prefixes
         self._array = None if array_field is None else (array_field, parse_path(array_field))
         self._key = None if key_field is None else (key_field, parse_path(key_field))
         self._ts = (
             None if timestamp_field is None else (timestamp_field, parse_path(timestamp_field))
         )
+        self._ts_what = f"timestamp field {timestamp_field!r}"
         self.coerce_strings = coerce_strings
 
     @classmethod
@@ -175,13 +177,11 @@ class JsonDecoder(Decoder):
         received_mono_ns: int,
     ) -> SensorReading:
         values = []
-        for name, (text, path) in zip(self._names, self._paths, strict=True):
+        for what, (text, path) in zip(self._whats, self._paths, strict=True):
             value = find(element, path)
             if value is _MISSING:
-                raise DecodeError(
-                    "missing_field", f"field {name!r} (path {text!r}) not in the message"
-                )
-            values.append(to_float(value, f"field {name!r}", coerce_strings=self.coerce_strings))
+                raise DecodeError("missing_field", f"{what} (path {text!r}) not in the message")
+            values.append(to_float(value, what, coerce_strings=self.coerce_strings))
         if topic_key is not None:
             key = topic_key
         else:
@@ -190,9 +190,10 @@ class JsonDecoder(Decoder):
         ts_ns = received_at_ns
         if self._ts is not None:
             raw = _lookup(element, root, self._ts)
-            what = f"timestamp field {self._ts[0]!r}"
             ts_ns = self.options.check_time(
-                self.options.timestamp_ns(raw, coerce_strings=self.coerce_strings, what=what),
+                self.options.timestamp_ns(
+                    raw, coerce_strings=self.coerce_strings, what=self._ts_what
+                ),
                 received_at_ns,
             )
         return make_reading(key, ts_ns, received_mono_ns, self._names, values)
