@@ -13,6 +13,9 @@ from runtime.config.base import NAME_PATTERN, ConfigPath, StrictModel
 from runtime.errors import ConfigError
 
 _NAME_RE = re.compile(NAME_PATTERN)
+_CLIENT_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}")
+SESSION_EXPIRY_NEVER = 0xFFFFFFFF
+MAX_PACKET_LIMIT = 268_435_455  # the largest packet MQTT can frame (256 MiB - 1)
 
 
 def check_name(kind: str, value: str) -> str:
@@ -23,6 +26,16 @@ def check_name(kind: str, value: str) -> str:
             f"{kind} {value!r}: expected 1-64 characters from [A-Za-z0-9_.-] starting with a "
             "letter or digit (it becomes one MQTT topic level; '/', '+', '#', '$' and spaces "
             "are not allowed)"
+        )
+    return value
+
+
+def check_client_id(value: str) -> str:
+    """``value`` unchanged if it is a safe MQTT client id, else ``ValueError``."""
+    if not _CLIENT_ID_RE.fullmatch(value):
+        raise ValueError(
+            f"client_id {value!r}: expected 1-128 characters from [A-Za-z0-9_.:@-] starting "
+            "with a letter or digit (no '/', '+', '#', '$', spaces or control characters)"
         )
     return value
 
@@ -87,10 +100,34 @@ class MqttSettings(StrictModel):
 
     host: str = Field("127.0.0.1", min_length=1)
     port: int = Field(1883, ge=1, le=65535)
-    client_id: str | None = Field(None, min_length=1, description='default "edgewatch-<device>"')
+    client_id: str | None = Field(
+        None,
+        min_length=1,
+        description='default "edgewatch-<device>"; the broker keeps the session under this id',
+    )
     keepalive_s: int = Field(30, ge=1, le=65535)
     topic_prefix: str = "edgewatch"
     protocol: Literal["5", "3.1.1"] = "5"
+    clean_start: bool = Field(
+        False,
+        description="true: start a new broker session on every connect (QoS 1 messages sent to "
+        "the device while it was away are lost); false: resume it (3.1.1: clean_session)",
+    )
+    session_expiry_s: int = Field(
+        3600,
+        ge=0,
+        le=SESSION_EXPIRY_NEVER,
+        description="MQTT 5: how long the broker keeps the session (subscriptions, queued QoS 1 "
+        f"messages) after the device disconnects; 0 ends it at once, {SESSION_EXPIRY_NEVER} "
+        "never. With 3.1.1 the broker's own setting decides",
+    )
+    max_packet_bytes: int | None = Field(
+        1_048_576,
+        ge=1024,
+        le=MAX_PACKET_LIMIT,
+        description="MQTT 5: the broker drops messages to the device larger than this (Maximum "
+        "Packet Size) instead of sending them; null for no limit. 3.1.1 has no such limit",
+    )
     username: str | None = Field(None, min_length=1)
     password_env: str | None = Field(None, min_length=1)
     password_file: ConfigPath | None = Field(None, min_length=1)
@@ -122,6 +159,11 @@ class MqttSettings(StrictModel):
     def _topic_prefix(cls, value: str) -> str:
         return check_topic_prefix(value)
 
+    @field_validator("client_id")
+    @classmethod
+    def _client_id(cls, value: str | None) -> str | None:
+        return None if value is None else check_client_id(value)
+
     @model_validator(mode="after")
     def _consistent(self) -> MqttSettings:
         if self.reconnect_max_s < self.reconnect_min_s:
@@ -133,6 +175,12 @@ class MqttSettings(StrictModel):
             raise ValueError("set only one of password_env and password_file")
         if (self.password_env or self.password_file) and self.username is None:
             raise ValueError("password_env/password_file need a username")
+        mqtt5_only = {"session_expiry_s", "max_packet_bytes"} & self.model_fields_set
+        if self.protocol == "3.1.1" and mqtt5_only:
+            raise ValueError(
+                f"{', '.join(sorted(mqtt5_only))}: MQTT 5 only, but protocol is 3.1.1 (there "
+                "the broker's own settings decide)"
+            )
         return self
 
 
@@ -157,9 +205,12 @@ def build_tls_context(tls: TlsSettings) -> ssl.SSLContext:
 
 
 __all__ = [
+    "MAX_PACKET_LIMIT",
+    "SESSION_EXPIRY_NEVER",
     "MqttSettings",
     "TlsSettings",
     "build_tls_context",
+    "check_client_id",
     "check_name",
     "check_topic_filter",
     "check_topic_prefix",

@@ -14,6 +14,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from runtime.mqtt_link import MqttLink
 from tools.mosquitto import (
     HOST,
     BrokerError,
@@ -26,9 +27,11 @@ from tools.mosquitto import (
 
 __all__ = [
     "HOST",
+    "LINK_DEVICE",
     "BrokerError",
     "BrokerFactory",
     "BrokerOptions",
+    "LinkFactory",
     "MosquittoBroker",
     "Received",
     "Subscriber",
@@ -38,6 +41,25 @@ __all__ = [
     "wait_until",
     "write_password_file",
 ]
+
+
+LINK_DEVICE = "gw01"
+"""The device id ``make_link`` links use unless told otherwise."""
+
+
+class LinkFactory(Protocol):
+    """The ``make_link`` fixture: an ``MqttLink`` from settings, fast reconnects, started."""
+
+    def __call__(
+        self,
+        port: int,
+        *,
+        device_id: str = LINK_DEVICE,
+        password: str | None = None,
+        start: bool = True,
+        stop_timeout_s: float = 2.0,
+        **settings: Any,
+    ) -> MqttLink: ...
 
 
 @dataclass(frozen=True, slots=True)

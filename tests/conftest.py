@@ -6,13 +6,18 @@ import itertools
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from runtime.mqtt_link import MqttLink
+from runtime.mqtt_settings import MqttSettings
 from tests.brokers import (
+    LINK_DEVICE,
     BrokerError,
     BrokerFactory,
     BrokerOptions,
+    LinkFactory,
     MosquittoBroker,
     Subscriber,
     SubscriberFactory,
@@ -71,3 +76,33 @@ def subscriber() -> Iterator[SubscriberFactory]:
     finally:
         for sub in subs:
             sub.stop()
+
+
+@pytest.fixture
+def make_link() -> Iterator[LinkFactory]:
+    """Links built by ``MqttLink.from_settings`` with fast reconnects; all stopped afterwards."""
+    links: list[MqttLink] = []
+
+    def make(
+        port: int,
+        *,
+        device_id: str = LINK_DEVICE,
+        password: str | None = None,
+        start: bool = True,
+        stop_timeout_s: float = 2.0,
+        **settings: Any,
+    ) -> MqttLink:
+        options: dict[str, Any] = {"reconnect_min_s": 0.05, "reconnect_max_s": 0.2} | settings
+        link = MqttLink.from_settings(
+            MqttSettings(port=port, **options), device_id, password, stop_timeout_s=stop_timeout_s
+        )
+        links.append(link)
+        if start:
+            link.start()
+        return link
+
+    try:
+        yield make
+    finally:
+        for link in links:
+            link.stop()

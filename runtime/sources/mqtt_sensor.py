@@ -3,9 +3,10 @@
 paho's network thread only appends each raw message (topic, payload, arrival times) to a bounded
 deque; the pipeline thread decodes them in batches in ``read``. When the deque is full the new
 message is dropped and counted (``queue_full``). Subscriptions go through the ``MqttLink``, which
-renews them after every reconnect. Topics may be MQTT 5 shared subscriptions
-(``$share/<group>/<filter>``): the broker splits the stream between the group's clients and
-delivers the real topic, so sensor keys from topic levels work unchanged.
+renews them after every reconnect; ``stop`` leaves them in the broker session, so a broker that
+keeps the session queues QoS 1/2 readings until the device starts again. Topics may be MQTT 5
+shared subscriptions (``$share/<group>/<filter>``): the broker splits the stream between the
+group's clients and delivers the real topic, so sensor keys from topic levels work unchanged.
 """
 
 from __future__ import annotations
@@ -194,13 +195,14 @@ class MqttSensorSource(SensorSource):
         return readings
 
     def stop(self) -> None:
-        """Stop accepting messages and unsubscribe. Idempotent; queued messages are discarded."""
+        """Stop accepting messages and drop the subscriptions from the link (not from the broker
+        session). Idempotent; queued messages are discarded."""
         if self._stopped:
             return
         self._stopped = True
         self._accepting = False
         for topic in self._subscribed:
-            self.link.unsubscribe(topic)
+            self.link.unsubscribe(topic, keep_in_session=True)
         self._subscribed.clear()
         self._queue.clear()
         with self._cond:

@@ -21,10 +21,12 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from runtime.mqtt_link import MqttLink
-from runtime.mqtt_settings import MqttSettings, TlsSettings
+from runtime.mqtt_settings import TlsSettings
 from tests.brokers import (
+    LINK_DEVICE,
     BrokerFactory,
     BrokerOptions,
+    LinkFactory,
     MosquittoBroker,
     Received,
     wait_until,
@@ -34,7 +36,7 @@ from tests.certs import Pki, make_pki
 
 pytestmark = pytest.mark.integration
 
-DEVICE = "gw-tls"
+DEVICE = LINK_DEVICE  # the device id make_link (tests/conftest.py) uses
 PREFIX = "edgewatch"
 STATUS_TOPIC = f"{PREFIX}/{DEVICE}/status"
 ALERTS_FILTER = f"{PREFIX}/{DEVICE}/alerts/#"
@@ -64,48 +66,6 @@ def client_tls(pki: Pki, ca: Path | None = None) -> TlsSettings:
     return TlsSettings(
         ca_file=str(ca or pki.ca), cert_file=str(pki.client_cert), key_file=str(pki.client_key)
     )
-
-
-class LinkFactory(Protocol):
-    def __call__(
-        self,
-        port: int,
-        *,
-        device_id: str = DEVICE,
-        password: str | None = None,
-        **settings: Any,
-    ) -> MqttLink: ...
-
-
-@pytest.fixture
-def make_link() -> Iterator[LinkFactory]:
-    """Started links built by ``MqttLink.from_settings`` with fast reconnects; stopped after."""
-    links: list[MqttLink] = []
-
-    def make(
-        port: int,
-        *,
-        device_id: str = DEVICE,
-        password: str | None = None,
-        **settings: Any,
-    ) -> MqttLink:
-        options: dict[str, Any] = {
-            "host": "127.0.0.1",
-            "reconnect_min_s": 0.05,
-            "reconnect_max_s": 0.2,
-        } | settings
-        link = MqttLink.from_settings(
-            MqttSettings(port=port, **options), device_id, password, stop_timeout_s=2.0
-        )
-        links.append(link)
-        link.start()  # never raises for a broker it can't reach
-        return link
-
-    try:
-        yield make
-    finally:
-        for link in links:
-            link.stop()
 
 
 class TlsSubscriber:
@@ -371,3 +331,87 @@ def test_password_broker_accepts_the_right_password_and_never_leaks_either(
     for secret in (GOOD_PASSWORD, BAD_PASSWORD):
         assert secret not in logged
         assert secret not in json.dumps(good.status()) + json.dumps(bad.status())
+
+
+# ------------------------------------------------------------- recovery after a fix
+
+
+@pytest.fixture(scope="session")
+def other_pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """A second, unrelated PKI: CA, server and client certificates the first CA didn't sign."""
+    return make_pki(tmp_path_factory.mktemp("pki-other"))
+
+
+def mtls_options(pki: Pki) -> BrokerOptions:
+    return BrokerOptions(
+        cafile=pki.ca, certfile=pki.server_cert, keyfile=pki.server_key, require_certificate=True
+    )
+
+
+def assert_recovers(link: MqttLink, broker: MosquittoBroker, failed_before: int) -> None:
+    """Connected after the broker-side fix, delivers an alert, and kept retrying all along."""
+    assert link.wait_connected(5), (
+        f"never connected after the fix: {link.last_error}; broker log:\n"
+        f"{broker.log_text()[-2000:]}"
+    )
+    acked = threading.Event()
+    link.publish(link.alert_topic("door"), b'{"rule":"door-open"}', qos=1, on_ack=acked.set)
+    assert acked.wait(5), "the alert published after recovery was never acknowledged"
+    stats = link.stats()
+    assert stats.connects == 1
+    assert stats.failed_connects >= failed_before >= 5
+
+
+def test_a_broker_cert_from_an_unknown_ca_is_retried_until_the_broker_presents_a_trusted_one(
+    make_broker: BrokerFactory,
+    pki: Pki,
+    other_pki: Pki,
+    make_link: LinkFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    broker = make_broker(mtls_options(pki))
+    # the device was provisioned for the other PKI: it trusts neither the broker's certificate
+    # nor would the broker trust its client certificate
+    link = make_link(
+        broker.port,
+        tls=TlsSettings(
+            ca_file=str(other_pki.ca),
+            cert_file=str(other_pki.client_cert),
+            key_file=str(other_pki.client_key),
+        ),
+    )
+    assert_keeps_retrying(link, "broker cert signed by a CA the device doesn't trust")
+    error = link.last_error
+    assert error is not None and "certificate verify failed" in error.lower(), error
+    failed = link.stats().failed_connects
+
+    broker.options = mtls_options(other_pki)  # the operator installs the right certificates
+    broker.restart()
+    assert_recovers(link, broker, failed)
+    warnings = link_warnings(caplog)
+    assert len(warnings) == 1, warnings  # one outage, reported once
+    assert f"u'{CLIENT_CN}'" in broker.log_text()
+
+
+def test_a_wrong_password_is_retried_until_the_broker_accepts_it(
+    make_broker: BrokerFactory,
+    make_link: LinkFactory,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    passwd = write_password_file(tmp_path / "passwd", {"edge": BAD_PASSWORD})
+    broker = make_broker(BrokerOptions(password_file=passwd))
+    link = make_link(broker.port, username="edge", password_env="MQTT_PW", password=GOOD_PASSWORD)
+    assert_keeps_retrying(link, "a password the broker doesn't know yet")
+    error = link.last_error
+    assert error is not None
+    assert "not authorized" in error.lower() or "bad user name or password" in error.lower(), error
+    failed = link.stats().failed_connects
+
+    write_password_file(passwd, {"edge": GOOD_PASSWORD})  # the operator fixes the broker side
+    broker.restart()
+    assert_recovers(link, broker, failed)
+    assert len(link_warnings(caplog)) == 1
+    assert GOOD_PASSWORD not in caplog.text + json.dumps(link.status())

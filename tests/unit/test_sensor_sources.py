@@ -106,7 +106,7 @@ class FakeLink:
     def subscribe(self, topic_filter: str, qos: int, callback: MessageCallback) -> None:
         self.callbacks[topic_filter] = callback
 
-    def unsubscribe(self, topic_filter: str) -> None:
+    def unsubscribe(self, topic_filter: str, *, keep_in_session: bool = False) -> None:
         self.unsubscribed.append(topic_filter)
         del self.callbacks[topic_filter]
 
