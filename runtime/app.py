@@ -1,23 +1,31 @@
-"""Builds pipelines from a device config, starts, supervises and stops them."""
+"""Builds pipelines from a device config, starts, supervises and stops them.
+
+Each pipeline runs under a ``Supervisor`` (restarts with backoff) and the ``Watchdog`` (stuck
+stages); see ``runtime.health``.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import runtime
 from runtime.config.loader import LoadedConfig
 from runtime.config.schema import PipelineConfigBase, SensorPipelineConfigBase
-from runtime.errors import EdgewatchError
+from runtime.errors import ConfigError, EdgewatchError
+from runtime.health import Supervisor, Watchdog, WatchdogConfig, failed_health
+from runtime.metrics import Metrics
+from runtime.metrics_http import MetricsConfig, MetricsServer
 from runtime.model import LoadedModel
 from runtime.mqtt_link import MqttLink
 from runtime.pipeline import AlertFactory, FramePipeline
 from runtime.sensor_pipeline import SensorPipeline
 from runtime.sinks.base import SINKS, Sink, SinkContext
-from runtime.sources._backoff import Backoff
 from runtime.sources.sensor_base import SensorSourceContext
 
 logger = logging.getLogger(__name__)
@@ -31,7 +39,19 @@ class FailedPipeline:
     reason: str
 
     def status(self) -> dict[str, object]:
-        return {"name": self.name, "state": "failed", "last_error": self.reason}
+        return {
+            "name": self.name,
+            "state": "failed",
+            "last_error": self.reason,
+            "health": failed_health(self.reason),
+        }
+
+
+@runtime_checkable
+class AckObservable(Protocol):
+    """A sink that reports capture->PUBACK latency of each acknowledged alert."""
+
+    ack_observer: Callable[[str, float], None] | None
 
 
 class StartupError(EdgewatchError):
@@ -49,6 +69,8 @@ class App:
         alerts: AlertFactory,
         models: list[LoadedModel],
         status_interval_s: float = 30.0,
+        metrics: MetricsConfig | None = None,
+        watchdog: WatchdogConfig | None = None,
     ) -> None:
         self.device_id = device_id
         self.link = link
@@ -60,8 +82,18 @@ class App:
         self.status_interval_s = status_interval_s
         self.started_at_ns = time.time_ns()
         self.restarts: dict[str, int] = {}
-        self._threads: dict[str, threading.Thread] = {}
+        self._threads: dict[str, Supervisor] = {}
         self._stop = threading.Event()
+        self.watchdog_config = watchdog or WatchdogConfig()
+        self.watchdog = Watchdog(self.watchdog_config)
+        self.metrics = Metrics(self.status, self._alive)
+        self._metrics_config = metrics or MetricsConfig()
+        self._metrics_server: MetricsServer | None = None
+        for pipeline in pipelines:
+            pipeline.observer = self.metrics.pipeline(pipeline.name)
+        for sink in sinks:
+            if isinstance(sink, AckObservable):
+                sink.ack_observer = self.metrics.observe_ack
 
     @classmethod
     def from_config(cls, loaded: LoadedConfig) -> App:
@@ -113,9 +145,12 @@ class App:
             alerts,
             loaded_models,
             cfg.status_interval_s,
+            metrics=cfg.metrics,
+            watchdog=cfg.watchdog,
         )
 
     def status(self) -> dict[str, object]:
+        latency = self.metrics.latency_summary()
         return {
             "state": "online",
             "device_id": self.device_id,
@@ -123,7 +158,12 @@ class App:
             "version": runtime.__version__,
             "started_at_ns": self.started_at_ns,
             "pipelines": [
-                {**p.status(), "restarts": self.restarts.get(p.name, 0)} for p in self.pipelines
+                {
+                    **p.status(),
+                    "restarts": self.restarts.get(p.name, 0),
+                    "latency_ms": latency.get(p.name, {}),
+                }
+                for p in self.pipelines
             ]
             + [f.status() for f in self.failed],
             "sinks": [{"type": type(s).__name__, **s.status()} for s in self.sinks],
@@ -144,18 +184,19 @@ class App:
                 self.pipelines.remove(pipeline)
                 self.failed.append(FailedPipeline(pipeline.name, str(exc)))
                 continue
-            thread = threading.Thread(
-                target=self._supervise,
-                args=(pipeline,),
-                name=f"pipeline-{pipeline.name}",
-                daemon=True,
+            supervisor = Supervisor(
+                pipeline, self._stop, self.watchdog_config.backoff(), self._restarted(pipeline.name)
             )
-            self._threads[pipeline.name] = thread
-            thread.start()
+            self._threads[pipeline.name] = supervisor
+            self.watchdog.watch(pipeline, supervisor.respawn)
+            supervisor.start()
+        if self.watchdog_config.enabled and self._threads:
+            self.watchdog.start()
         self.publish_status()
         if not self._threads:
             reasons = "; ".join(f"{f.name}: {f.reason}" for f in self.failed) or "none configured"
             raise StartupError(f"no pipeline could start ({reasons})")
+        self._serve_metrics()
         logger.info(
             "edgewatch %s running %d pipeline(s) on device %s",
             runtime.__version__,
@@ -163,21 +204,32 @@ class App:
             self.device_id,
         )
 
-    def _supervise(self, pipeline: Pipeline) -> None:
-        """Run a pipeline; if it dies on an unexpected error, report it and restart it with
-        backoff. Per-frame errors never get here: the pipeline counts them and goes on."""
-        backoff = Backoff(1.0, 60.0)
-        while not self._stop.is_set():
-            try:
-                pipeline.run(self._stop)
-                return
-            except Exception as exc:
-                logger.exception("pipeline %s stopped on an unexpected error", pipeline.name)
-                pipeline.stats.count_error("crash", exc)
-            self.restarts[pipeline.name] = self.restarts.get(pipeline.name, 0) + 1
-            delay = backoff.next_delay()
-            logger.warning("pipeline %s restarts in %.1f s", pipeline.name, delay)
-            self._stop.wait(delay)
+    def _serve_metrics(self) -> None:
+        """Serve /metrics and /healthz when configured; a port that can't be bound is logged,
+        not fatal: alerts matter more than their observability."""
+        cfg = self._metrics_config
+        if not cfg.enabled:
+            return
+        try:
+            server = MetricsServer(self.metrics, cfg.host, cfg.port)
+        except ConfigError as exc:
+            logger.error("%s; running without /metrics and /healthz", exc)
+            return
+        server.start()
+        self._metrics_server = server
+
+    @property
+    def metrics_port(self) -> int | None:
+        """The port /metrics is served on (the bound one when configured as 0), None if not."""
+        return None if self._metrics_server is None else self._metrics_server.port
+
+    def _restarted(self, name: str) -> Callable[[], None]:
+        """Counts the restarts of pipeline ``name`` (its supervisor calls it)."""
+
+        def count() -> None:
+            self.restarts[name] = self.restarts.get(name, 0) + 1
+
+        return count
 
     def run_until(self, stop: threading.Event, duration_s: float | None = None) -> None:
         """Publish status periodically until ``stop``, the duration, or every pipeline ended."""
@@ -206,8 +258,13 @@ class App:
             self.link.set_status(self.status())
 
     def stop(self) -> None:
-        """Stop sources, then pipelines (one shared deadline), then sinks, link and models."""
+        """Stop the metrics server, sources, then pipelines (one shared deadline), then sinks,
+        link and models."""
         self._stop.set()
+        self.watchdog.stop()
+        if self._metrics_server is not None:
+            self._metrics_server.stop()
+            self._metrics_server = None
         for pipeline in self.pipelines:
             pipeline.source.stop()
         if not self.wait(timeout_s=5.0):

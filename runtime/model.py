@@ -7,7 +7,7 @@ import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -163,6 +163,11 @@ class LoadedModel:
         if self.backend_config is None:
             raise ModelError(f"{self.path}: loaded without a backend config; cannot make another")
         return BACKENDS.get(self.backend_config.type).from_config(self.backend_config, self.path)
+
+    def with_new_backend(self) -> LoadedModel:
+        """This model on a session of its own, e.g. to go on after a thread got stuck in the
+        shared one (the watchdog abandons it: see ``runtime.health``); the caller closes it."""
+        return replace(self, backend=self.new_backend())
 
     def warm_up(self, runs: int) -> None:
         for _ in range(runs):

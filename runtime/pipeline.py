@@ -1,8 +1,9 @@
 """A camera pipeline: source → preprocess → model → postprocess → rules → sinks.
 
 Capture runs on the source's own thread with latest-frame semantics; the pipeline adds a prepare
-thread (newest frame → tensor) and an infer thread, so a stale frame is never inferred when a
-newer one exists, and preprocessing overlaps inference.
+thread (newest frame → tensor) and infers on the thread that calls ``run`` (the supervisor's), so
+a stale frame is never inferred when a newer one exists, and preprocessing overlaps inference.
+Each stage ticks its clock in ``health`` for the watchdog (``runtime.health``).
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
 from runtime.config.schema import PipelineConfigBase
 from runtime.errors import EdgewatchError, ModelError
+from runtime.health import PipelineHealth, StageClock, StageTimeouts
 from runtime.messages import Alert, Frame, Inference, ModelInfo, RuleEvent, StageTimes
 from runtime.model import LoadedModel
 from runtime.processing.postprocess.base import POSTPROCESSORS, Postprocessor
@@ -30,6 +33,13 @@ from runtime.sinks.base import Sink
 from runtime.sources.base import SOURCES, FrameSource
 
 logger = logging.getLogger(__name__)
+
+
+class StageObserver(Protocol):
+    """Gets each frame's (sensor: each model batch's) stage times and alerts, once they were
+    handed to the sinks at ``done_mono_ns``; the app sets one per pipeline for metrics."""
+
+    def observe(self, times: StageTimes, alerts: Sequence[Alert], done_mono_ns: int) -> None: ...
 
 
 class AlertFactory:
@@ -245,10 +255,13 @@ class FramePipeline:
         rules: Sequence[tuple[str, Rule]],
         sinks: Sequence[Sink],
         alerts: AlertFactory,
+        *,
+        watchdog: StageTimeouts | None = None,
     ) -> None:
         self.name = name
         self.source = source
         self.model = model
+        self._loaded_model = model  # self.model is a fresh session after an abandoned inference
         if model.preprocessor is None:
             raise ModelError(f"{model.path}: camera pipelines need a model with an image input")
         self.preprocessor = model.preprocessor
@@ -257,7 +270,16 @@ class FramePipeline:
         self.sinks = list(sinks)
         self.alerts = alerts
         self.stats = PipelineStats()
+        self.observer: StageObserver | None = None
         self._log = RateLimitedLog(logger)
+        self._prepare_clock = StageClock()
+        self._infer_clock = StageClock()
+        clocks = {"prepare": self._prepare_clock, "inference": self._infer_clock}
+        if source.capture_clock is not None:
+            clocks = {"capture": source.capture_clock, **clocks}
+        self.health = PipelineHealth(clocks, watchdog)
+        self._halt: threading.Event | None = None  # the running prepare thread's
+        self._needs_session = False  # the last run's thread was abandoned in the model
 
     @classmethod
     def from_config(
@@ -294,7 +316,16 @@ class FramePipeline:
             ) from exc
         rules = [(n, RULES.get(r.type).from_config(r, n)) for n, r in config.rules.items()]
         source = SOURCES.get(config.source.type).from_config(config.source)
-        return cls(config.name, source, model, postprocessor, rules, sinks, alerts)
+        return cls(
+            config.name,
+            source,
+            model,
+            postprocessor,
+            rules,
+            sinks,
+            alerts,
+            watchdog=config.watchdog,
+        )
 
     def run(
         self,
@@ -303,9 +334,15 @@ class FramePipeline:
         stall_warning_s: float = 10.0,
     ) -> None:
         """Process frames until ``stop`` is set or a finite source ends (runs the infer stage
-        on the calling thread and the prepare stage on a thread of its own)."""
+        on the calling thread and the prepare stage on a thread of its own). Raises
+        ``PipelineStuck`` when the watchdog asks for a restart."""
+        self.health.begin_run()
+        if self._needs_session:
+            self.model = self.model.with_new_backend()  # a ModelError: the supervisor retries
+            self._needs_session = False
         handoff = Handoff(lossless=self.source.lossless)
         halt = threading.Event()  # set when the infer stage leaves, for whatever reason
+        self._halt = halt
         preparer = threading.Thread(
             target=self._prepare_loop,
             args=(stop, halt, handoff, read_timeout_s, stall_warning_s),
@@ -315,6 +352,8 @@ class FramePipeline:
         preparer.start()
         try:
             while not stop.is_set():
+                self.health.check_abandoned()
+                self.health.check_restart()
                 item = handoff.take(read_timeout_s)
                 if item is not None:
                     self.infer(item)
@@ -322,7 +361,10 @@ class FramePipeline:
                     break
         finally:
             halt.set()
-            preparer.join(timeout=5.0)
+            # a prepare thread stuck in preprocessing is left (a daemon) to the restart
+            preparer.join(timeout=0.0 if self.health.restart_requested == "prepare" else 5.0)
+        self.health.check_abandoned()
+        self._release_own_model()
         if self.source.ended:
             logger.info(
                 "pipeline %s: source ended after %d frames", self.name, self.stats.frames_processed
@@ -380,20 +422,31 @@ class FramePipeline:
         return [] if prepared is None else self.infer(prepared)
 
     def prepare(self, frame: Frame) -> Prepared | None:
-        dequeued = time.monotonic_ns()
+        dequeued = self._prepare_clock.begin()
         try:
             tensor, geometry = self.preprocessor(frame.image)
         except Exception as exc:  # noqa: BLE001 - one bad frame (cv2.error...) is counted, not fatal
             self._stage_failed("preprocess", frame, exc)
             return None
-        return Prepared(frame, tensor, geometry, dequeued, time.monotonic_ns())
+        finally:
+            preprocessed = self._prepare_clock.end(dequeued)
+        return Prepared(frame, tensor, geometry, dequeued, preprocessed)
 
     def infer(self, item: Prepared) -> list[Alert]:
         """Model, decoder and rules for one prepared frame; a failure is counted, not fatal."""
+        token = self._infer_clock.begin()
+        try:
+            alerts = self._infer(item, token)
+        finally:
+            done = self._infer_clock.end(token)
+        self.health.last_progress_ns = done
+        return alerts
+
+    def _infer(self, item: Prepared, started: int) -> list[Alert]:
         frame = item.frame
-        started = time.monotonic_ns()
         try:
             outputs = self.model.infer(item.tensor)
+            self.health.check_abandoned()
             inferred = time.monotonic_ns()
             classes, detections = self.postprocessor.decode(list(outputs), item.geometry)
             inference = Inference(self.name, frame, self.model.info, classes, detections)
@@ -414,10 +467,13 @@ class FramePipeline:
             inferred,
             time.monotonic_ns(),
         )
+        self.health.check_abandoned()
         alerts = [self.alerts.make(self.name, e, inference, times) for e in events]
         self.stats.count_processed(len(alerts))
         for alert in alerts:
             self._deliver(alert)
+        if self.observer is not None:
+            self.observer.observe(times, alerts, time.monotonic_ns())
         return alerts
 
     def _stage_failed(self, stage: str, frame: Frame | None, exc: Exception) -> None:
@@ -437,6 +493,32 @@ class FramePipeline:
     def _deliver(self, alert: Alert) -> None:
         deliver(self.name, alert, self.sinks, self.stats, self._log)
 
+    # -- watchdog hooks (runtime.health.Watched) ----------------------------------------------
+
+    def interrupt(self, stage: str, thread_ident: int, reason: str) -> bool:
+        """A stuck capture reconnects on a new capture thread; a stuck model run is cancelled
+        where the backend can."""
+        if stage == "capture":
+            return self.source.abandon_capture(reason)
+        if stage == "inference":
+            return self.model.backend.cancel(thread_ident)
+        return False
+
+    def abandon(self, thread_ident: int) -> None:
+        """Leave the thread stuck in inference: its prepare thread stops taking frames (a frame
+        it is reading meanwhile is lost with the stuck one), and the next run starts with a
+        fresh session of the model."""
+        self.health.abandon(thread_ident)
+        if self._halt is not None:
+            self._halt.set()
+        self._needs_session = True
+
+    def _release_own_model(self) -> None:
+        """Close the session made after an abandoned inference (the loaded model is the app's)."""
+        own, self.model = self.model, self._loaded_model
+        if own is not self._loaded_model:
+            own.close()
+
     def status(self) -> dict[str, object]:
         backend = self.model.backend
         return {
@@ -449,5 +531,6 @@ class FramePipeline:
             },
             "backend": backend.details(),
             "state": "running",
+            "health": self.health.status(),
             **self.stats.snapshot(),
         }

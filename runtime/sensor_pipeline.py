@@ -7,6 +7,10 @@ cost of the model call and the Python around it shrinks as the load grows.
 
 A streaming model (manifest ``streaming``) is instead called once per window with that key's
 state (:class:`~runtime.processing.streaming.StreamingRunner`); a gap of the key resets it.
+
+Under ``run`` each batch (and each silence check) ticks the ``inference`` clock of ``health`` for
+the watchdog (``runtime.health``). Silent sensors are no fault of the pipeline: they raise
+``silence`` alerts, and the pipeline stays "running".
 """
 
 from __future__ import annotations
@@ -23,9 +27,10 @@ from numpy.typing import NDArray
 
 from runtime.config.schema import SensorPipelineConfigBase
 from runtime.errors import EdgewatchError, ModelError
+from runtime.health import PipelineAbandoned, PipelineHealth, StageClock, StageTimeouts
 from runtime.messages import Alert, RuleEvent, SensorReading, StageTimes, WindowScore
 from runtime.model import LoadedModel
-from runtime.pipeline import AlertFactory, StageErrors, deliver
+from runtime.pipeline import AlertFactory, StageErrors, StageObserver, deliver
 from runtime.processing.anomaly import AnomalyScorer
 from runtime.processing.streaming import DEFAULT_MAX_STREAMS, StreamingRunner
 from runtime.processing.windows import Gap, Window, Windower
@@ -85,11 +90,13 @@ class SensorPipeline:
         max_batch: int = 256,
         silence_check_s: float = 0.5,
         max_streams: int = DEFAULT_MAX_STREAMS,
+        watchdog: StageTimeouts | None = None,
     ) -> None:
         self.name = name
         self.source = source
         self.windower = windower
         self.model = model
+        self._loaded_model = model  # self.model is a fresh session after an abandoned inference
         self.scorer = scorer
         self.rules = list(rules)
         self.sinks = list(sinks)
@@ -97,10 +104,15 @@ class SensorPipeline:
         self.max_batch = max_batch
         self.silence_check_s = silence_check_s
         self.stats = SensorStats()
+        self.observer: StageObserver | None = None
         self.dynamic_batch = _dynamic_batch(model)
         self.streams = StreamingRunner.for_model(model, max_streams)
+        self._max_streams = max_streams
         self._seq = itertools.count(1)
         self._log = RateLimitedLog(logger)
+        self._clock = StageClock()
+        self.health = PipelineHealth({"inference": self._clock}, watchdog)
+        self._needs_session = False  # the last run's thread was abandoned in the model
 
     @classmethod
     def from_config(
@@ -138,20 +150,39 @@ class SensorPipeline:
             alerts,
             max_batch=config.max_batch,
             silence_check_s=min(0.5, (config.silence_after_s or 5.0) / 4),
+            watchdog=config.watchdog,
         )
 
     # ------------------------------------------------------------------ running
 
     def run(self, stop: threading.Event, read_timeout_s: float = 0.1) -> None:
-        """Process readings until ``stop`` is set or a finite source has ended."""
+        """Process readings until ``stop`` is set or a finite source has ended. Raises
+        ``PipelineStuck`` when the watchdog asks for a restart."""
+        self.health.begin_run()
+        if self._needs_session:
+            # a ModelError here is a crash: the supervisor retries after its backoff
+            self.model = self.model.with_new_backend()
+            self.streams = StreamingRunner.for_model(self.model, self._max_streams)
+            self._needs_session = False
+        streams = self.streams
         try:
             self._run(stop, read_timeout_s)
-        finally:
+        except PipelineAbandoned:
+            if streams is not None:
+                streams.close()  # this thread's; the thread running the pipeline now has its own
+            raise
+        except BaseException:
             self.close()
+            raise
+        self.close()
+        self._release_own_model()
 
     def _run(self, stop: threading.Event, read_timeout_s: float) -> None:
         next_silence = time.monotonic() + self.silence_check_s
+        clock, health = self._clock, self.health
         while not stop.is_set():
+            health.check_abandoned()
+            health.check_restart()
             try:
                 readings = self.source.read(read_timeout_s)
             except Exception as exc:  # noqa: BLE001 - a source bug must not end the pipeline
@@ -159,7 +190,12 @@ class SensorPipeline:
                 stop.wait(read_timeout_s)
                 continue
             if readings:
-                self.process(readings)
+                token = clock.begin()
+                try:
+                    self.process(readings)
+                finally:
+                    done = clock.end(token)
+                health.last_progress_ns = done
             elif self.source.ended:
                 self.finish()
                 logger.info(
@@ -169,14 +205,24 @@ class SensorPipeline:
             now = time.monotonic()
             if now >= next_silence:
                 next_silence = now + self.silence_check_s
-                ns = time.monotonic_ns()
-                self._handle(self.windower.check_silence(ns), ns, ns)
+                ns = clock.begin()
+                try:
+                    self._handle(self.windower.check_silence(ns), ns, ns)
+                finally:
+                    clock.end(ns)
 
     def close(self) -> None:
         """Drop per-key model state and close per-stream sessions (the model is shared and
         closed by its owner); processing may start again afterwards."""
         if self.streams is not None:
             self.streams.close()
+
+    def _release_own_model(self) -> None:
+        """Close the session made after an abandoned inference (the loaded model is the app's)."""
+        own, self.model = self.model, self._loaded_model
+        if own is not self._loaded_model:
+            own.close()
+            self.streams = StreamingRunner.for_model(self.model, self._max_streams)
 
     def process(self, readings: Sequence[SensorReading]) -> list[Alert]:
         """Window, score and evaluate a batch of readings on the calling thread."""
@@ -236,6 +282,7 @@ class SensorPipeline:
             features = self.scorer.featurise(windows)
             featurised = time.monotonic_ns()
             scores = self._infer(features, windows)
+            self.health.check_abandoned()
             inferred = time.monotonic_ns()
         except Exception as exc:  # noqa: BLE001 - a failed batch is counted, the next one runs
             self._failed("inference", exc)
@@ -280,6 +327,10 @@ class SensorPipeline:
             )
             alerts += [self._alert(e, scored.seq, window.end_ns, times) for e in events]
         self.stats.windows_scored += len(windows)
+        if self.observer is not None:
+            done = time.monotonic_ns()
+            batch = StageTimes(received_mono_ns, dequeued_mono_ns, featurised, inferred, done)
+            self.observer.observe(batch, alerts, done)
         return alerts
 
     def _infer(
@@ -345,6 +396,19 @@ class SensorPipeline:
         deliver(self.name, alert, self.sinks, self.stats, self._log)
         return alert
 
+    # -- watchdog hooks (runtime.health.Watched) ----------------------------------------------
+
+    def interrupt(self, stage: str, thread_ident: int, reason: str) -> bool:
+        """Cancel a stuck model run where the backend can (not inside per-stream sessions)."""
+        del reason
+        return stage == "inference" and self.model.backend.cancel(thread_ident)
+
+    def abandon(self, thread_ident: int) -> None:
+        """Leave the thread stuck in inference; the next run starts with a fresh session of the
+        model (and fresh per-key streams: the old ones are the old thread's)."""
+        self.health.abandon(thread_ident)
+        self._needs_session = True
+
     def _failed(self, stage: str, exc: Exception) -> None:
         self.stats.count_error(stage, exc)
         self._log.log(
@@ -370,6 +434,7 @@ class SensorPipeline:
             },
             "backend": backend.details(),
             "state": "running",
+            "health": self.health.status(),
             "windower": {
                 "keys": len(self.windower.keys),
                 "dropped": dict(self.windower.dropped),

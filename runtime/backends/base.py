@@ -55,6 +55,12 @@ class Backend(abc.ABC):
     def close(self) -> None:  # noqa: B027 - most sessions need no explicit close
         """Release the session."""
 
+    def cancel(self, thread_ident: int | None = None) -> bool:
+        """Make the run in progress on ``thread_ident`` (every run, when None) fail soon; True if
+        a run was told to. Backends that can't interrupt a run (LiteRT) return False."""
+        del thread_ident
+        return False
+
     def details(self) -> dict[str, object]:
         """What the backend actually runs with, for the status and ``models inspect``: e.g.
         threads, active delegate or providers, graph partitions, fallbacks and why."""

@@ -39,6 +39,7 @@ _DELEGATE_NODE = "DELEGATE"
 _DELEGATE_SYMBOL = "tflite_plugin_create_delegate"
 # what the interpreter raises for bad models, tensors and delegates (it has no own exception types)
 _LITERT_ERRORS = (ValueError, RuntimeError)
+CLOSE_WAIT_S = 2.0
 
 
 class DelegateConfig(StrictModel):
@@ -298,11 +299,22 @@ class LiteRtBackend(Backend):
             return outputs
 
     def close(self) -> None:
-        """Drop the interpreter, then the delegates it used (in that order)."""
-        with self._lock:
+        """Drop the interpreter, then the delegates it used (in that order). An interpreter
+        still running a call after ``CLOSE_WAIT_S`` (a thread the watchdog abandoned: an invoke
+        can't be interrupted) is left to that thread."""
+        if not self._lock.acquire(timeout=CLOSE_WAIT_S):
+            logger.warning(
+                "%s: LiteRT interpreter still busy after %.0f s; not closed (left to the call)",
+                self._model,
+                CLOSE_WAIT_S,
+            )
+            return
+        try:
             self._interpreter = None
             self._runner = None
             self._delegates = []
+        finally:
+            self._lock.release()
 
     def _check_shape(self, port: _Port, value: NDArray[np.generic]) -> None:
         sig = port.signature

@@ -3,11 +3,16 @@
 Providers the installed build lacks are skipped (one warning naming what it has); a session
 that fails to start with an accelerator is retried on CPU only. ``details()`` says which
 providers were asked for, which exist here, which run, why any fallback happened, and how many
-graph nodes each provider took (onnxruntime >= 1.23 records that when asked to)."""
+graph nodes each provider took (onnxruntime >= 1.23 records that when asked to).
+
+Every run gets its own ``RunOptions``, so ``cancel`` can stop the run of one thread (a pipeline
+the watchdog found stuck) while other pipelines keep using the same session: the run fails at its
+next node with "Exiting due to terminate flag being set to true"."""
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections import Counter
 from pathlib import Path
 from typing import Literal
@@ -146,6 +151,7 @@ class OrtBackend(Backend):
         self._outputs = [_info(o) for o in session.get_outputs()]
         self._output_names = [o.name for o in self._outputs]
         self._details = _session_details(session)
+        self._runs: dict[int, ort.RunOptions] = {}  # thread ident → its run in progress
 
     @classmethod
     def from_config(cls, config: PluginConfig, model_path: Path) -> OrtBackend:
@@ -213,11 +219,27 @@ class OrtBackend(Backend):
         session = self._session
         if session is None:
             raise ModelError("onnxruntime session used after close()")
+        options = ort.RunOptions()
+        options.log_severity_level = 4  # a failed run becomes our ModelError; no second report
+        ident = threading.get_ident()
+        self._runs[ident] = options
         try:
-            outputs: list[NDArray[np.generic]] = session.run(self._output_names, feeds)
+            outputs: list[NDArray[np.generic]] = session.run(self._output_names, feeds, options)
         except ORT_ERRORS as exc:
+            if options.terminate:
+                raise ModelError("onnxruntime run cancelled") from exc
             raise ModelError(f"onnxruntime run failed: {exc}") from exc
+        finally:
+            del self._runs[ident]
         return outputs
+
+    def cancel(self, thread_ident: int | None = None) -> bool:
+        """Terminate the run of ``thread_ident`` (every run when None) at its next node."""
+        runs = self._runs.copy()  # one C call under the GIL: safe while runs come and go
+        hits = [o for i, o in runs.items() if thread_ident is None or i == thread_ident]
+        for options in hits:
+            options.terminate = True
+        return bool(hits)
 
     def details(self) -> dict[str, object]:
         return {

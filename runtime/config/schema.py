@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, StringConstraints, create_model
 
 from runtime.config.base import NAME_PATTERN, ConfigPath, StrictModel, config_union
+from runtime.health import StageTimeouts, WatchdogConfig
+from runtime.metrics_http import MetricsConfig
 from runtime.mqtt_link import MqttSettings
 from runtime.processing.windows import WindowConfig
 from runtime.registry import import_submodules
@@ -32,6 +34,9 @@ class PipelineConfigBase(StrictModel):
     model: str = Field(description="a key of the top-level `models` mapping")
     postprocess: Any = Field(None, description="overrides the manifest's postprocess section")
     rules: dict[Name, Any] = Field(min_length=1, description="rule name → rule")
+    watchdog: StageTimeouts | None = Field(
+        None, description="this pipeline's stage timeouts, overriding the device's `watchdog`"
+    )
 
 
 class SensorPipelineConfigBase(StrictModel):
@@ -55,6 +60,9 @@ class SensorPipelineConfigBase(StrictModel):
     max_batch: int = Field(256, ge=1, description="windows per model call at most")
     top_features: int = Field(3, ge=0, le=32, description="features named in each alert")
     rules: dict[Name, Any] = Field(min_length=1, description="rule name → sensor rule")
+    watchdog: StageTimeouts | None = Field(
+        None, description="this pipeline's inference timeout, overriding the device's `watchdog`"
+    )
 
 
 class SecuritySection(StrictModel):
@@ -80,6 +88,11 @@ class DeviceConfigBase(StrictModel):
     status_interval_s: float = Field(30.0, gt=0, description="period of the retained status")
     logging: LoggingSection = Field(default_factory=LoggingSection)
     security: SecuritySection = Field(default_factory=SecuritySection)
+    watchdog: WatchdogConfig = Field(
+        default_factory=WatchdogConfig,
+        description="stuck capture/preprocessing/inference detection and pipeline restarts",
+    )
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 
 
 def cross_reference_problems(config: DeviceConfigBase) -> list[tuple[tuple[str | int, ...], str]]:

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 from runtime.config.base import PluginConfig
+from runtime.health import StageClock
 from runtime.messages import Frame
 from runtime.registry import Registry
 
@@ -41,6 +42,9 @@ class FrameSource(abc.ABC):
     """
 
     config_type: ClassVar[type[PluginConfig]]
+    capture_clock: StageClock | None = None
+    """The capture thread's heartbeat, for sources whose backend calls can hang (the watchdog's
+    ``capture`` stage); None for sources without a capture thread of their own."""
 
     @classmethod
     @abc.abstractmethod
@@ -64,6 +68,12 @@ class FrameSource(abc.ABC):
 
     @abc.abstractmethod
     def status(self) -> SourceStatus: ...
+
+    def abandon_capture(self, reason: str) -> bool:
+        """The capture thread is stuck in a backend call (the watchdog says why): leave it and
+        capture on a new one. True if the source did; by default it can't."""
+        del reason
+        return False
 
     @property
     def lossless(self) -> bool:

@@ -8,6 +8,11 @@ reopening, not when the open succeeds: a camera that opens but delivers nothing 
 Files and folders are played at their own rate (``pace: native``) or as fast as the reader takes
 frames (``pace: max``), then end or loop.
 
+Every backend open and read ticks ``capture_clock``, the watchdog's ``capture`` stage. A call that
+hangs past the watchdog's timeout (a backend ignoring its own timeouts) is an outage too: the
+blocked thread is left (a daemon; it leaves as soon as the call returns, releasing its capture)
+and a new capture thread reconnects after a backoff delay (``abandon_capture``).
+
 Opening is in ``_capture`` (``Capture``, ``open_capture``), uri helpers in ``_uri`` and frame
 timing in ``_pacing``; the public names are re-exported here.
 """
@@ -26,6 +31,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from runtime.config.base import PluginConfig, resolve_config_path
 from runtime.errors import SourceError
+from runtime.health import StageClock
 from runtime.messages import Frame
 from runtime.ratelimit import RateLimitedLog
 from runtime.sources._backoff import Backoff
@@ -187,7 +193,9 @@ class CameraSource(FrameSource):
         self._backoff = backoff or Backoff(config.reconnect_initial_s, config.reconnect_max_s)
         self._stop = threading.Event()
         self._cond = threading.Condition()
-        self._thread: threading.Thread | None = None
+        self._thread: threading.Thread | None = None  # the capture thread; assigned under _cond
+        self._clock = StageClock()
+        self.capture_clock = self._clock
         # guarded by _cond
         self._slot: Frame | None = None
         self._state: SourceState = "stopped"
@@ -226,9 +234,7 @@ class CameraSource(FrameSource):
                 self._finish("stopped", str(exc))
                 raise SourceError(f"camera {self.name}: {exc}") from exc
             self._set_state("running")
-        self._thread = threading.Thread(
-            target=self._run, args=(capture,), name=f"camera-{self.name}", daemon=True
-        )
+        self._thread = self._capture_thread(capture, 0.0)
         self._thread.start()
 
     def read(self, timeout_s: float) -> Frame | None:
@@ -259,6 +265,21 @@ class CameraSource(FrameSource):
             self._finished = True
             self._cond.notify_all()
 
+    def abandon_capture(self, reason: str) -> bool:
+        """Leave the capture thread blocked in a backend call and reconnect on a new one after a
+        backoff delay (live sources; a file just waits). False if stopped or finished."""
+        if not self.live:
+            return False
+        with self._cond:
+            if self._stop.is_set() or self._finished or self._thread is None:
+                return False
+            # the old thread is blocked and the new one hasn't started: nobody else touches
+            # the capture-thread state here
+            self._begin_outage(reason)
+            self._thread = self._capture_thread(None, self._backoff.next_delay())
+            self._thread.start()  # under the lock: stop() never sees an unstarted thread
+        return True
+
     @property
     def ended(self) -> bool:
         with self._cond:
@@ -288,18 +309,29 @@ class CameraSource(FrameSource):
 
     # -- capture thread ----------------------------------------------------------------------
 
-    def _run(self, capture: Capture | None) -> None:
+    def _capture_thread(self, capture: Capture | None, pause_s: float) -> threading.Thread:
+        return threading.Thread(
+            target=self._run, args=(capture, pause_s), name=f"camera-{self.name}", daemon=True
+        )
+
+    def _leaving(self) -> bool:
+        """Stopped, or this capture thread was abandoned (another one captures now)."""
+        return self._stop.is_set() or threading.current_thread() is not self._thread
+
+    def _run(self, capture: Capture | None, pause_s: float) -> None:
         """The capture thread. A live source survives any failure: an unexpected exception is an
         outage like the camera going away (released, backed off, reopened). A file ends."""
         try:
+            if pause_s > 0 and self._stop.wait(pause_s):
+                return
             while True:
                 try:
                     self._capture_loop(capture)
                     return
                 except Exception as exc:
                     capture = None  # _capture_loop released it
-                    if self._stop.is_set():
-                        logger.debug("camera %s: failed while stopping", self.name, exc_info=True)
+                    if self._leaving():
+                        logger.debug("camera %s: failed while leaving", self.name, exc_info=True)
                         return
                     if not self.live:
                         logger.exception("camera %s: capture thread failed", self.name)
@@ -310,8 +342,9 @@ class CameraSource(FrameSource):
                         return
         finally:
             with self._cond:
-                self._finished = True
-                self._cond.notify_all()
+                if threading.current_thread() is self._thread:
+                    self._finished = True
+                    self._cond.notify_all()
 
     def _capture_loop(self, capture: Capture | None) -> None:
         """Capture until stopped or the end of a file; raises what it doesn't expect (``_run``
@@ -333,7 +366,7 @@ class CameraSource(FrameSource):
                 if pacer is None:
                     pacer = Pacer(self._play_period(capture) if file_like else None)
                 image, reason = self._read_frame(capture)
-                if self._stop.is_set():
+                if self._leaving():
                     return
                 if image is not None:
                     if not delivering:
@@ -364,7 +397,9 @@ class CameraSource(FrameSource):
 
     def _read_frame(self, capture: Capture) -> tuple[NDArray[np.uint8] | None, str]:
         """The next decodable frame, or None and why not."""
-        while not self._stop.is_set():
+        clock = self._clock
+        while not self._leaving():
+            token = clock.begin()
             try:
                 image = capture.read()
             except FrameDecodeError as exc:
@@ -372,6 +407,8 @@ class CameraSource(FrameSource):
                 continue
             except SourceError as exc:
                 return None, str(exc)
+            finally:
+                clock.end(token)
             if image is None:
                 return None, "end of stream" if self.kind == "path" else "read returned no frame"
             return image, ""
@@ -392,17 +429,22 @@ class CameraSource(FrameSource):
         camera that opens but delivers nothing keeps backing off.
         """
         while not self._stop.is_set():
+            token = self._clock.begin()
             try:
                 capture = self._opener(self.config)
             except SourceError as exc:
+                if self._leaving():
+                    return None
                 self._begin_outage(str(exc))
                 delay = self._backoff.next_delay()
                 logger.debug("camera %s: retry in %.2f s", self.name, delay)
                 if self._stop.wait(delay):
                     return None
                 continue
-            if self._stop.is_set():
-                # stop() may have given up on this thread while the backend was opening
+            finally:
+                self._clock.end(token)
+            if self._leaving():
+                # stop() or the watchdog gave up on this thread while the backend was opening
                 capture.release()
                 return None
             return capture
