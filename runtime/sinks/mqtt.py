@@ -1,4 +1,10 @@
-"""Alerts to MQTT: one QoS 1 message per alert on ``<prefix>/<device>/alerts/<pipeline>``."""
+"""Alerts to MQTT: one QoS 1 message per alert on ``<prefix>/<device>/alerts/<pipeline>``.
+
+By default every alert goes through the durable outbox (``runtime.sinks.outbox``): written to
+SQLite first, deleted on PUBACK, replayed after a reconnect or restart. ``outbox: null`` (or
+``enabled: false``) publishes directly: paho then keeps alerts in memory during an outage, and
+those are lost with the process.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +14,17 @@ import math
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import ClassVar, Literal
+
+from pydantic import Field
 
 from runtime.config.base import PluginConfig
 from runtime.errors import ConfigError, SinkError
 from runtime.messages import Alert
 from runtime.mqtt_link import MqttLink
 from runtime.sinks.base import SINKS, Sink, SinkContext
+from runtime.sinks.outbox import AckedAlert, Outbox, OutboxConfig
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +36,11 @@ class MqttSinkConfig(PluginConfig):
     type: Literal["mqtt"]
     qos: Literal[0, 1, 2] = 1
     retain: bool = False
+    outbox: OutboxConfig | None = Field(
+        default_factory=dict,  # validated (with the config file's directory) like a given one
+        validate_default=True,
+        description="durable alert outbox (on by default); null publishes directly",
+    )
 
 
 @SINKS.register("mqtt")
@@ -36,17 +51,33 @@ class MqttSink(Sink):
     alert, the capture->PUBACK latency is logged and kept (last ``LATENCY_WINDOW`` values).
     Alerts not acknowledged yet are tracked by id: ``stop`` waits for them (up to the link's
     ``stop_timeout_s``, less while the broker is unreachable) and then names, in one warning,
-    the ones that may be lost.
+    the ones that may be lost. With an ``outbox`` (see ``open_outbox``) alerts go through it
+    instead and nothing unacknowledged is lost at stop: it stays in the outbox file.
+
+    ``ack_observer`` (pipeline, capture->PUBACK seconds) is called on every acknowledged alert
+    of this run, e.g. by a metrics exporter.
     """
 
     config_type: ClassVar[type[PluginConfig]] = MqttSinkConfig
 
-    def __init__(self, link: MqttLink, qos: int = 1, retain: bool = False) -> None:
+    def __init__(
+        self,
+        link: MqttLink,
+        qos: int = 1,
+        retain: bool = False,
+        outbox: OutboxConfig | None = None,
+    ) -> None:
         if qos not in (0, 1, 2):
             raise ValueError(f"mqtt sink: qos must be 0, 1 or 2, got {qos!r}")
         self._link = link
         self._qos = qos
         self._retain = retain
+        self.ack_observer: Callable[[str, float], None] | None = None
+        self._outbox: Outbox | None = None
+        if outbox is not None and outbox.enabled:
+            self._outbox = Outbox.open(
+                outbox, link, qos=qos, retain=retain, on_ack=self._outbox_acked
+            )
         self._lock = threading.Lock()
         self._latencies_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self._published = 0
@@ -65,9 +96,26 @@ class MqttSink(Sink):
             raise ConfigError(
                 "sink 'mqtt' needs an MQTT connection: add an `mqtt:` section to the device config"
             )
-        return cls(context.mqtt, qos=config.qos, retain=config.retain)
+        return cls(context.mqtt, qos=config.qos, retain=config.retain, outbox=config.outbox)
+
+    def start(self) -> None:
+        if self._outbox is not None:
+            self._outbox.start()
+
+    @property
+    def outbox(self) -> Outbox | None:
+        return self._outbox
 
     def publish(self, alert: Alert) -> None:
+        if self._outbox is not None:
+            with self._lock:
+                if self._stopped:
+                    raise SinkError(
+                        f"alert {alert.alert_id} not published: the mqtt sink is stopped"
+                    )
+                self._published += 1
+            self._outbox.put(alert)
+            return
         topic = self._link.alert_topic(alert.pipeline)
         with self._lock:
             if self._stopped:
@@ -76,21 +124,9 @@ class MqttSink(Sink):
             self._unacked[number] = alert.alert_id
 
         def acked() -> None:
-            latency_ms = (time.monotonic_ns() - alert.captured_mono_ns) / 1e6
             with self._lock:
                 self._unacked.pop(number, None)
-                self._acked += 1
-                self._latencies_ms.append(latency_ms)
-            logger.info(
-                "alert acked: pipeline=%s rule=%s state=%s label=%s score=%.2f "
-                "capture->puback=%.1f ms",
-                alert.pipeline,
-                alert.rule,
-                alert.state,
-                alert.label,
-                alert.score,
-                latency_ms,
-            )
+            _log_ack(alert, self._record_ack(alert.pipeline, alert.captured_mono_ns), False)
 
         try:
             self._link.publish(
@@ -103,13 +139,36 @@ class MqttSink(Sink):
         with self._lock:
             self._published += 1
 
+    def _record_ack(self, pipeline: str, captured_mono_ns: int) -> float:
+        latency_ms = (time.monotonic_ns() - captured_mono_ns) / 1e6
+        with self._lock:
+            self._acked += 1
+            self._latencies_ms.append(latency_ms)
+        observer = self.ack_observer
+        if observer is not None:
+            observer(pipeline, latency_ms / 1e3)
+        return latency_ms
+
+    def _outbox_acked(self, acked: AckedAlert) -> None:
+        alert = acked.alert
+        if alert is None:  # an earlier run's alert: no capture time in this process
+            with self._lock:
+                self._acked += 1
+            return
+        latency_ms = self._record_ack(alert.pipeline, alert.captured_mono_ns)
+        _log_ack(alert, latency_ms, acked.replayed)
+
     def stop(self) -> None:
-        """Wait for outstanding acks, then warn once naming the alerts that weren't acked."""
+        """Wait for outstanding acks, then warn once naming the alerts that weren't acked
+        (with an outbox: close it; what is unacknowledged stays in it for the next start)."""
         with self._lock:
             if self._stopped:
                 return
             self._stopped = True
             waiting = bool(self._unacked)
+        if self._outbox is not None:
+            self._outbox.stop(self._link.stop_timeout_s)
+            return
         if waiting:
             self._link.flush(self._link.stop_timeout_s)
         ids = self.unacked_alert_ids()
@@ -140,13 +199,31 @@ class MqttSink(Sink):
         with self._lock:
             published, acked, unacked = self._published, self._acked, len(self._unacked)
             latencies = sorted(self._latencies_ms)
-        return {
+        doc: dict[str, object] = {
             "published": published,
             "acked": acked,
             "unacked": unacked,
             "ack_latency_p50_ms": percentile(latencies, 50),
             "ack_latency_p99_ms": percentile(latencies, 99),
         }
+        if self._outbox is not None:
+            outbox = self._outbox.status()
+            doc["unacked"] = outbox["depth"]
+            doc["outbox"] = outbox
+        return doc
+
+
+def _log_ack(alert: Alert, latency_ms: float, replayed: bool) -> None:
+    logger.info(
+        "alert acked: pipeline=%s rule=%s state=%s label=%s score=%.2f capture->puback=%.1f ms%s",
+        alert.pipeline,
+        alert.rule,
+        alert.state,
+        alert.label,
+        alert.score,
+        latency_ms,
+        " (replayed)" if replayed else "",
+    )
 
 
 def percentile(sorted_values: list[float], q: float) -> float | None:

@@ -51,6 +51,7 @@ def demo_alerts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             # real time, as from a camera: cooldowns are in seconds of capture time
             "EDGEWATCH_DEMO_PACE": "native",
             "EDGEWATCH_DEMO_PUMPS": str(tmp / "pumps.csv"),
+            "EDGEWATCH_STATE_DIR": str(tmp / "state"),
             "EDGEWATCH_DEMO_SENSOR_SPEED": str(PUMP_SPEED),
             # keep the recording's own timestamps, so window times can be checked against it
             "EDGEWATCH_DEMO_RESTAMP": "false",

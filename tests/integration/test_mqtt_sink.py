@@ -9,9 +9,8 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from importlib import resources
-from typing import Any, Protocol
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -28,6 +27,7 @@ from runtime.sinks.mqtt import MqttSink, MqttSinkConfig
 from tests.brokers import (
     BrokerFactory,
     BrokerOptions,
+    LinkFactory,
     MosquittoBroker,
     SubscriberFactory,
     find_tool,
@@ -52,49 +52,6 @@ def alert_validator() -> Draft202012Validator:
     )
 
 
-class LinkFactory(Protocol):
-    def __call__(
-        self,
-        port: int,
-        *,
-        device_id: str = DEVICE,
-        password: str | None = None,
-        start: bool = True,
-        stop_timeout_s: float = 2.0,
-        **settings: Any,
-    ) -> MqttLink: ...
-
-
-@pytest.fixture
-def make_link() -> Iterator[LinkFactory]:
-    """Links built by ``MqttLink.from_settings`` with fast reconnects; all stopped afterwards."""
-    links: list[MqttLink] = []
-
-    def make(
-        port: int,
-        *,
-        device_id: str = DEVICE,
-        password: str | None = None,
-        start: bool = True,
-        stop_timeout_s: float = 2.0,
-        **settings: Any,
-    ) -> MqttLink:
-        options: dict[str, Any] = {"reconnect_min_s": 0.05, "reconnect_max_s": 0.2} | settings
-        link = MqttLink.from_settings(
-            MqttSettings(port=port, **options), device_id, password, stop_timeout_s=stop_timeout_s
-        )
-        links.append(link)
-        if start:
-            link.start()
-        return link
-
-    try:
-        yield make
-    finally:
-        for link in links:
-            link.stop()
-
-
 def connected_link(make_link: LinkFactory, broker: MosquittoBroker, **settings: Any) -> MqttLink:
     link = make_link(broker.port, **settings)
     assert link.wait_connected(5), f"link never connected: {link.last_error}"
@@ -102,6 +59,8 @@ def connected_link(make_link: LinkFactory, broker: MosquittoBroker, **settings: 
 
 
 def mqtt_sink(link: MqttLink, **config: Any) -> MqttSink:
+    """A sink publishing directly (no outbox): tests/integration/test_outbox.py covers that."""
+    config.setdefault("outbox", None)
     cfg = MqttSinkConfig(type="mqtt", **config)
     sink = SINKS.get("mqtt").from_config(cfg, SinkContext(DEVICE, PREFIX, link))
     assert isinstance(sink, MqttSink)

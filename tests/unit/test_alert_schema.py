@@ -45,7 +45,7 @@ def test_schema_is_valid_draft_2020_12() -> None:
 
 def test_schema_lists_every_field_of_the_alert_and_requires_them() -> None:
     keys = set(make_alert().as_dict())
-    assert set(SCHEMA["properties"]) == keys | {"sensor"}
+    assert set(SCHEMA["properties"]) == keys | {"sensor", "replayed"}  # replayed: the outbox's
     assert set(SCHEMA["required"]) == keys
     sensor = make_sensor_detail().as_dict()
     assert set(SCHEMA["properties"]["sensor"]["properties"]) == set(sensor)
