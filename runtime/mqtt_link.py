@@ -242,6 +242,7 @@ class MqttLink:
         self._last_paho_error: str | None = None
         self._last_error: str | None = None
         self._connects = 0
+        self._broker_max_packet: int | None = None
         self._disconnects = 0
         self._failed_connects = 0
         self._published = 0
@@ -425,6 +426,17 @@ class MqttLink:
     def connected(self) -> bool:
         return self._connected.is_set()
 
+    @property
+    def connects(self) -> int:
+        """Successful connections so far (a change means a reconnect happened)."""
+        return self._connects
+
+    @property
+    def broker_max_packet_bytes(self) -> int | None:
+        """The MQTT 5 Maximum Packet Size the broker announced in its CONNACK, if any: a larger
+        PUBLISH would make the broker drop the connection (paho doesn't check it)."""
+        return self._broker_max_packet
+
     def wait_connected(self, timeout_s: float) -> bool:
         """True once connected (returns at once if already), False after ``timeout_s``."""
         return self._connected.wait(timeout_s)
@@ -577,14 +589,16 @@ class MqttLink:
         _userdata: object,
         flags: mqtt.ConnectFlags,
         reason_code: ReasonCode,
-        _properties: Properties | None,
+        properties: Properties | None,
     ) -> None:
         if reason_code.is_failure:
             self._connect_failed(f"broker refused connection: {reason_code}")
             return
         session_present = bool(flags.session_present)
+        max_packet = getattr(properties, "MaximumPacketSize", None)
         self._pacer.connected()
         with self._lock:
+            self._broker_max_packet = max_packet if isinstance(max_packet, int) else None
             self._connects += 1
             reconnect = self._connects > 1
             failures = self._failed_connects

@@ -23,7 +23,7 @@ import sqlite3
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from runtime.errors import SinkError
 
@@ -181,8 +181,21 @@ class OutboxStore:
         return [StoredAlert(*r) for r in rows]
 
     def oldest_created_ns(self) -> int | None:
-        row = self._db.execute("SELECT created_ns FROM outbox ORDER BY seq LIMIT 1").fetchone()
-        return None if row is None else int(row[0])
+        row = self._query("SELECT created_ns FROM outbox ORDER BY seq LIMIT 1")
+        return None if not row else int(row[0][0])
+
+    def shift_created(self, step_ns: int) -> None:
+        """Add ``step_ns`` to every row's creation time (the wall clock was stepped)."""
+        try:
+            self._db.execute("UPDATE outbox SET created_ns = created_ns + ?", (step_ns,))
+        except sqlite3.Error as e:
+            raise SinkError(f"alert outbox {self.path}: update failed: {_explain(e)}") from e
+
+    def _query(self, sql: str, args: tuple[int, ...] = ()) -> list[tuple[Any, ...]]:
+        try:
+            return self._db.execute(sql, args).fetchall()
+        except sqlite3.Error as e:
+            raise SinkError(f"alert outbox {self.path}: read failed: {_explain(e)}") from e
 
     def shrink_to(self, max_bytes: int, keep: Collection[int]) -> list[DroppedAlert]:
         """Delete the lowest-priority, oldest rows (never those in ``keep``) until the outbox
@@ -192,26 +205,29 @@ class OutboxStore:
             return []
         victims: list[tuple[int, str, str, int]] = []
         freed = 0
-        cursor = self._db.execute(
-            "SELECT seq, alert_id, pipeline, priority, size FROM outbox ORDER BY priority, seq"
-        )
-        for seq, alert_id, pipeline, priority, size in cursor:
-            if seq in keep:
-                continue
-            victims.append((seq, alert_id, pipeline, priority))
-            freed += size
-            if freed >= excess:
-                break
-        cursor.close()
+        try:
+            cursor = self._db.execute(
+                "SELECT seq, alert_id, pipeline, priority, size FROM outbox ORDER BY priority, seq"
+            )
+            for seq, alert_id, pipeline, priority, size in cursor:
+                if seq in keep:
+                    continue
+                victims.append((seq, alert_id, pipeline, priority))
+                freed += size
+                if freed >= excess:
+                    break
+            cursor.close()
+        except sqlite3.Error as e:
+            raise SinkError(f"alert outbox {self.path}: read failed: {_explain(e)}") from e
         return self._drop(victims)
 
     def expire(self, before_ns: int, keep: Collection[int]) -> list[DroppedAlert]:
         """Delete rows created before ``before_ns`` (never those in ``keep``); the rows deleted."""
-        rows = self._db.execute(
+        rows = self._query(
             "SELECT seq, alert_id, pipeline, priority FROM outbox WHERE created_ns < ?",
             (before_ns,),
-        ).fetchall()
-        return self._drop([r for r in rows if r[0] not in keep])
+        )
+        return self._drop([(r[0], r[1], r[2], r[3]) for r in rows if r[0] not in keep])
 
     def _drop(self, victims: Iterable[tuple[int, str, str, int]]) -> list[DroppedAlert]:
         dropped = [DroppedAlert(*v) for v in victims]

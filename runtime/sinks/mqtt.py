@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from runtime.config.base import PluginConfig
 from runtime.errors import ConfigError, SinkError
@@ -41,6 +41,15 @@ class MqttSinkConfig(PluginConfig):
         validate_default=True,
         description="durable alert outbox (on by default); null publishes directly",
     )
+
+    @model_validator(mode="after")
+    def _outbox_needs_acks(self) -> MqttSinkConfig:
+        if self.qos == 0 and self.outbox is not None and self.outbox.enabled:
+            raise ValueError(
+                "qos 0 has no PUBACK, so the outbox could never know an alert arrived; use qos 1 "
+                "(or 2), or turn the outbox off with `outbox: null`"
+            )
+        return self
 
 
 @SINKS.register("mqtt")
@@ -75,6 +84,8 @@ class MqttSink(Sink):
         self.ack_observer: Callable[[str, float], None] | None = None
         self._outbox: Outbox | None = None
         if outbox is not None and outbox.enabled:
+            if qos == 0:
+                raise ValueError("mqtt sink: the outbox needs qos 1 or 2 (qos 0 has no PUBACK)")
             self._outbox = Outbox.open(
                 outbox, link, qos=qos, retain=retain, on_ack=self._outbox_acked
             )

@@ -12,9 +12,12 @@ dispatcher thread, which owns the ``OutboxStore``. Each dispatcher round:
 
 Nothing is handed to paho while disconnected. After a reconnect the alerts still in flight are
 re-sent by paho (DUP) and acknowledged first; only then does the backlog go out, so alerts stay
-in order per pipeline. Alerts that waited for a connection (written before the latest reconnect,
-or left by an earlier run) go out with ``"replayed": true``; subscribers deduplicate by
-``alert_id`` (an alert whose PUBACK was lost is sent again after a restart).
+in order per pipeline. Alerts that waited for a connection (written while the link was down, or
+left by an earlier run) go out with ``"replayed": true``; those paho re-sends itself after a
+reconnect (with DUP) keep the ``"replayed": false`` they were first sent with. Subscribers
+deduplicate by ``alert_id`` (an alert whose PUBACK was lost is sent again after a restart).
+A row larger than the broker's MQTT 5 Maximum Packet Size is dropped (``too_large``), not sent:
+the broker would drop the connection, and paho would send it again first on every reconnect.
 
 What can be lost: alerts queued in memory and not yet written when the process dies (one
 dispatcher round, typically well under 10 ms), and those dropped by the bounds, counted by reason.
@@ -49,7 +52,9 @@ _STOP_POLL_S = 0.02
 _RETRY_S = 0.5
 _ACK_BATCH = 512  # acknowledged alerts that wake the dispatcher on their own
 _MAX_META = 100_000
-_MAX_FRESH = 10_000  # about max_pending: rows that were in memory anyway
+_MAX_FRESH = 10_000
+_CLOCK_STEP_NS = 5_000_000_000
+_PUBLISH_OVERHEAD = 16  # fixed header, topic length, packet id, property length  # about max_pending: rows that were in memory anyway
 
 
 class OutboxConfig(StrictModel):
@@ -65,7 +70,9 @@ class OutboxConfig(StrictModel):
     fsync: FsyncPolicy = Field("full", description="full | normal | off (see docs)")
     max_bytes: int = Field(64 * 2**20, ge=2**16, description="payload bytes kept at most")
     max_age_s: float = Field(7 * 86400.0, gt=0, description="alerts older than this expire")
-    max_alert_bytes: int = Field(256 * 2**10, ge=1024, description="larger alerts are dropped")
+    max_alert_bytes: int = Field(
+        128 * 2**10, ge=1024, description="larger alerts are dropped (AWS IoT's limit: 128 KiB)"
+    )
     max_inflight: int = Field(100, ge=1, le=10_000, description="unacknowledged at a time")
     max_pending: int = Field(10_000, ge=1, description="queued in memory, not yet written")
 
@@ -100,11 +107,12 @@ class Outbox:
         retain: bool = False,
         max_bytes: int = 64 * 2**20,
         max_age_s: float = 7 * 86400.0,
-        max_alert_bytes: int = 256 * 2**10,
+        max_alert_bytes: int = 128 * 2**10,
         max_inflight: int = 100,
         max_pending: int = 10_000,
         on_ack: AckObserver | None = None,
         clock_ns: Callable[[], int] = time.time_ns,
+        mono_ns: Callable[[], int] = time.monotonic_ns,
     ) -> None:
         self._store = store
         self._link = link
@@ -117,6 +125,8 @@ class Outbox:
         self._max_pending = max_pending
         self._on_ack = on_ack
         self._clock_ns = clock_ns
+        self._mono_ns = mono_ns
+        self._clock_offset_ns = clock_ns() - mono_ns()
         self._log = RateLimitedLog(logger, interval_s=60.0)
 
         self._lock = threading.Lock()
@@ -293,7 +303,9 @@ class Outbox:
             self._rejected.append(seq)
             meta = self._meta.pop(seq, None)
             self._wake.notify()
-        self._count_drop("rejected", "?" if meta is None else meta.pipeline, reason)
+        alert_id = f"seq {seq}" if meta is None else meta.alert_id
+        pipeline = "?" if meta is None else meta.pipeline
+        self._count_drop("rejected", pipeline, f"{alert_id}: the broker refused it: {reason}")
 
     # --------------------------------------------------------- dispatcher
 
@@ -302,23 +314,39 @@ class Outbox:
             with self._wake:
                 self._wake.wait_for(self._has_work, self._wait_s())
                 stopping = self._stopping
-            try:
-                self._write_round()
-                self._send_round()
-            except SinkError as e:
-                self._log.log(logging.ERROR, "store", "%s; retrying in %.1f s", e, _RETRY_S)
-                self._count_error("store")
-                time.sleep(_RETRY_S)
-            except Exception:  # noqa: BLE001 - the dispatcher must survive; counted and logged
-                self._log.log(logging.ERROR, "bug", "alert outbox round failed", exc_info=True)
-                self._count_error("internal")
-                time.sleep(_RETRY_S)
+            # a failing write must not stop the alerts already on disk from going out
+            failed = not self._guarded(self._write_round)
+            failed = not self._guarded(self._send_round) or failed
             if stopping and self._finished():
                 break
-        try:  # the acknowledgements that came in during the last round
-            self._write_round(flush=True)
+            if failed:
+                time.sleep(_RETRY_S)
+        # the acknowledgements that came in during the last round
+        self._guarded(lambda: self._write_round(flush=True))
+        with self._lock:
+            lost = len(self._queued)
+        if lost:
+            logger.error(
+                "alert outbox %s: %d alert(s) could not be written before the stop and are lost",
+                self._store.path,
+                lost,
+            )
+            with self._lock:
+                self._dropped["unwritten"] += lost
+
+    def _guarded(self, step: Callable[[], None]) -> bool:
+        """Run one step of a round; errors are counted and logged, never fatal."""
+        try:
+            step()
         except SinkError as e:
-            logger.error("alert outbox: final write failed: %s", e)
+            self._log.log(logging.ERROR, "store", "%s; retrying in %.1f s", e, _RETRY_S)
+            self._count_error("store")
+            return False
+        except Exception:  # noqa: BLE001 - the dispatcher must survive; counted and logged
+            self._log.log(logging.ERROR, "bug", "alert outbox round failed", exc_info=True)
+            self._count_error("internal")
+            return False
+        return True
 
     def _has_work(self) -> bool:
         """Caller holds the lock. Acknowledgements alone wake the dispatcher only in batches:
@@ -329,7 +357,7 @@ class Outbox:
         return (
             self._cursor < self._store.last_seq
             and self._link.connected
-            and not self._draining
+            and not (self._draining and self._inflight)
             and len(self._inflight) < self._max_inflight
             and time.monotonic() >= self._retry_at
         )
@@ -345,9 +373,11 @@ class Outbox:
         with self._lock:
             queued = bool(self._queued)
             inflight = bool(self._inflight)
+        if time.monotonic() >= self._stop_deadline:
+            return True
         if queued:
             return False
-        if time.monotonic() >= self._stop_deadline or not self._link.connected:
+        if not self._link.connected:
             return True
         return not inflight and self._cursor >= self._store.last_seq
 
@@ -382,32 +412,49 @@ class Outbox:
             if len(self._meta) < _MAX_META:
                 for seq, q in zip(seqs, queued, strict=True):
                     self._meta[seq] = q.alert
-            keep = set(self._inflight)
+            # in flight, or acknowledged and not deleted yet: never a drop
+            keep = self._inflight | set(self._acked)
         dropped = self._store.shrink_to(self._max_bytes, keep)
+        expired: list[DroppedAlert] = []
+        if sweep:
+            self._sweep_at = time.monotonic() + _SWEEP_INTERVAL_S
+            self._follow_clock_steps()
+            expired = self._store.expire(self._clock_ns() - self._max_age_ns, keep)
+        if dropped or expired:
+            self._fresh.clear()
+            with self._lock:
+                for d in dropped + expired:
+                    self._meta.pop(d.seq, None)
         for d in dropped:
             self._count_drop("full", d.pipeline, d.alert_id, d)
-        now = time.monotonic()
-        if now >= self._sweep_at:
-            self._sweep_at = now + _SWEEP_INTERVAL_S
-            cutoff = self._clock_ns() - self._max_age_ns
-            for d in self._store.expire(cutoff, keep):
-                self._fresh.clear()
-                self._count_drop("expired", d.pipeline, d.alert_id, d)
+        for d in expired:
+            self._count_drop("expired", d.pipeline, d.alert_id, d)
+        if sweep:
             oldest = self._store.oldest_created_ns()
             with self._lock:
                 self._oldest_ns = oldest
-        if dropped:
-            self._fresh.clear()
-            with self._lock:
-                for d in dropped:
-                    self._meta.pop(d.seq, None)
+
+    def _follow_clock_steps(self) -> None:
+        """Ages are wall-clock (they must survive a restart), so when the wall clock steps (NTP
+        on a device without a real-time clock, coming online), the stored creation times move
+        by the same step: a step must not expire the backlog it came online to deliver."""
+        offset = self._clock_ns() - self._mono_ns()
+        step = offset - self._clock_offset_ns
+        if abs(step) < _CLOCK_STEP_NS:
+            return
+        self._store.shift_created(step)
+        self._clock_offset_ns = offset
+        logger.info(
+            "alert outbox: the wall clock stepped by %+.1f s; stored alert ages follow it",
+            step / 1e9,
+        )
 
     def _send_round(self) -> None:
         if not self._link.connected:
             with self._lock:  # everything written so far waits for a connection: a replay
                 self._replay_floor = max(self._replay_floor, self._store.last_seq)
             return
-        connects = self._link.stats().connects
+        connects = self._link.connects
         with self._lock:
             if connects != self._seen_connects:
                 # (re)connected: paho re-sends the alerts in flight; they go before the backlog
@@ -420,9 +467,24 @@ class Outbox:
             room = self._max_inflight - len(self._inflight)
         if room <= 0 or self._cursor >= self._store.last_seq:
             return
-        for seq, topic, stored in self._next_rows(room):
+        rows = self._next_rows(room)
+        if not rows:  # the rows after the cursor were all dropped (bounds)
+            self._cursor = self._store.last_seq
+            return
+        limit = self._link.broker_max_packet_bytes
+        for seq, topic, stored in rows:
+            if not self._link.connected or self._link.connects != connects:
+                return  # a reconnect: paho's re-sends go first (next round)
             replayed = seq <= self._replay_floor
             payload = stored[:-1] + (b',"replayed":true}' if replayed else b',"replayed":false}')
+            if limit is not None and len(payload) + len(topic) + _PUBLISH_OVERHEAD > limit:
+                with self._lock:
+                    self._rejected.append(seq)
+                    alert = self._meta.pop(seq, None)
+                self._cursor = seq
+                pipeline = "?" if alert is None else alert.pipeline
+                self._count_drop("too_large", pipeline, f"larger than the broker's {limit} bytes")
+                continue
             with self._lock:
                 self._inflight.add(seq)
             try:

@@ -12,12 +12,20 @@ from typing import Any
 
 import pytest
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
+from pydantic import ValidationError
 
 from runtime.errors import SinkError
 from runtime.mqtt_link import MqttLink
-from runtime.sinks.mqtt import MqttSink
-from runtime.sinks.outbox import OutboxConfig
-from tests.brokers import LinkFactory, MosquittoBroker, SubscriberFactory, wait_until
+from runtime.sinks._outbox_store import OutboxStore
+from runtime.sinks.mqtt import MqttSink, MqttSinkConfig
+from runtime.sinks.outbox import Outbox, OutboxConfig
+from tests.brokers import (
+    BrokerOptions,
+    LinkFactory,
+    MosquittoBroker,
+    SubscriberFactory,
+    wait_until,
+)
 from tests.factories import make_alert
 
 pytestmark = pytest.mark.integration
@@ -171,3 +179,91 @@ def test_oversized_alert_is_dropped_and_counted(
     wait_until(lambda: outbox_status(sink)["acked"] == 1, what="the small alert acked")
     assert outbox_status(sink)["dropped"] == {"too_large": 1}
     sink.stop()
+
+
+def test_backlog_that_expired_during_an_outage_leaves_the_dispatcher_idle(
+    tmp_path: Path, broker: MosquittoBroker, subscriber: SubscriberFactory, make_link: LinkFactory
+) -> None:
+    """Every unsent row expires while the broker is away: after the reconnect there is nothing
+    to send, and the dispatcher must wait, not spin; the next alert still goes out."""
+    sub = subscriber(broker, ALERTS, persistent=True, client_id="expiry-sub")
+    skew = [0]  # moves the wall and the monotonic clock together: time passes, no step
+    link = connected(make_link, broker)
+    outbox = Outbox(
+        OutboxStore(tmp_path / "o.sqlite"),
+        link,
+        max_age_s=60,
+        clock_ns=lambda: time.time_ns() + skew[0],
+        mono_ns=lambda: time.monotonic_ns() + skew[0],
+    )
+    outbox.start()
+    broker.stop()
+    wait_until(lambda: not link.connected, what="the link to notice")
+    for seq in range(5):
+        outbox.put(make_alert(seq=seq))
+    wait_until(lambda: outbox.status()["written"] == 5, what="written")
+    skew[0] = 120 * 10**9  # two minutes later
+    wait_until(lambda: outbox.status()["dropped"].get("expired") == 5, timeout_s=5)
+
+    broker.start()
+    assert link.wait_connected(5)
+    time.sleep(0.3)
+    cpu = time.process_time()
+    time.sleep(1.0)
+    assert time.process_time() - cpu < 0.5, "the dispatcher spins with nothing to send"
+    outbox.put(make_alert(seq=5))
+    assert [m.json()["seq"] for m in sub.wait_for(1)] == [5]
+    outbox.stop(2.0)
+
+
+def test_a_wall_clock_step_does_not_expire_the_backlog(
+    tmp_path: Path,
+    broker: MosquittoBroker,
+    make_link: LinkFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A device without a real-time clock comes online and NTP steps its clock by years."""
+    wall = [0]  # 1970
+    link = make_link(broker.port)
+    broker.stop()
+    outbox = Outbox(
+        OutboxStore(tmp_path / "o.sqlite"), link, max_age_s=60, clock_ns=lambda: wall[0]
+    )
+    outbox.start()
+    for seq in range(3):
+        outbox.put(make_alert(seq=seq))
+    wait_until(lambda: outbox.status()["written"] == 3, what="written")
+    caplog.set_level(logging.INFO, logger="runtime.sinks.outbox")
+    wall[0] = time.time_ns()  # the step; the monotonic clock barely moved
+    wait_until(lambda: "wall clock stepped" in caplog.text, timeout_s=5, what="the step noticed")
+    time.sleep(1.5)  # another sweep
+    status = outbox.status()
+    assert status["depth"] == 3 and status["dropped"] == {}
+    assert status["oldest_age_s"] is not None and status["oldest_age_s"] < 10
+    outbox.stop(0.5)
+
+
+def test_alert_above_the_brokers_maximum_packet_size_is_dropped_not_resent_forever(
+    tmp_path: Path,
+    make_broker: Any,
+    subscriber: SubscriberFactory,
+    make_link: LinkFactory,
+) -> None:
+    broker = make_broker(BrokerOptions(extra_config=("max_packet_size 20000",)))
+    sub = subscriber(broker, ALERTS)
+    link = connected(make_link, broker)
+    assert link.broker_max_packet_bytes == 20000
+    sink = outbox_sink(link, tmp_path / "o.sqlite")
+    sink.publish(make_alert(seq=1, label="x" * 30_000))  # under max_alert_bytes, over the broker's
+    sink.publish(make_alert(seq=2))
+    assert [m.json()["seq"] for m in sub.wait_for(1)] == [2]
+    wait_until(lambda: outbox_status(sink)["dropped"] == {"too_large": 1}, what="counted")
+    assert link.stats().connects == 1, "the broker never had to drop the connection"
+    wait_until(lambda: outbox_status(sink)["depth"] == 0, what="both rows gone")
+    sink.stop()
+
+
+def test_qos_0_with_the_outbox_is_refused() -> None:
+    with pytest.raises(ValidationError, match="qos 0 has no PUBACK"):
+        MqttSinkConfig(type="mqtt", qos=0, outbox={"path": "/tmp/o.sqlite"})
+    assert MqttSinkConfig(type="mqtt", qos=0, outbox=None).qos == 0
