@@ -12,9 +12,8 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -23,14 +22,15 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from runtime.app import App
 from runtime.config.loader import load_config
-from runtime.mqtt_link import MqttLink, ReceivedMessage
-from runtime.mqtt_settings import MqttSettings
+from runtime.mqtt_link import ReceivedMessage
 from runtime.processing.decoders.base import DecoderOptions
 from runtime.processing.decoders.json_payload import JsonDecoder
 from runtime.sources.mqtt_sensor import MqttSensorSource
 from tests.brokers import (
+    LINK_DEVICE,
     BrokerFactory,
     BrokerOptions,
+    LinkFactory,
     MosquittoBroker,
     wait_until,
     write_password_file,
@@ -39,33 +39,9 @@ from tests.brokers import (
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-DEVICE = "gw-session"
+DEVICE = LINK_DEVICE  # make_link's (tests/conftest.py)
 CLIENT_ID = f"edgewatch-{DEVICE}"
 PROTOCOLS = ["5", "3.1.1"]
-
-
-class Links(Protocol):
-    def __call__(self, port: int, *, start: bool = True, **settings: Any) -> MqttLink: ...
-
-
-@pytest.fixture
-def links() -> Iterator[Links]:
-    """Links built by ``MqttLink.from_settings`` with fast reconnects; all stopped afterwards."""
-    made: list[MqttLink] = []
-
-    def make(port: int, *, start: bool = True, **settings: Any) -> MqttLink:
-        options: dict[str, Any] = {"reconnect_min_s": 0.05, "reconnect_max_s": 0.2} | settings
-        link = MqttLink.from_settings(MqttSettings(port=port, **options), DEVICE, None)
-        made.append(link)
-        if start:
-            link.start()
-        return link
-
-    try:
-        yield make
-    finally:
-        for link in made:
-            link.stop()
 
 
 class Collector:
@@ -134,9 +110,9 @@ def wait_subacks(broker: MosquittoBroker, n: int, client_id: str = CLIENT_ID) ->
 
 
 def test_reconnect_attempts_back_off_then_the_link_reconnects_after_a_broker_restart(
-    broker: MosquittoBroker, links: Links
+    broker: MosquittoBroker, make_link: LinkFactory
 ) -> None:
-    link = links(broker.port, reconnect_min_s=0.1, reconnect_max_s=0.4)
+    link = make_link(broker.port, reconnect_min_s=0.1, reconnect_max_s=0.4)
     assert link.wait_connected(5), link.last_error
 
     broker.kill()
@@ -160,10 +136,10 @@ def test_reconnect_attempts_back_off_then_the_link_reconnects_after_a_broker_res
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_subscriptions_are_renewed_when_a_broker_restart_lost_the_session(
-    broker: MosquittoBroker, links: Links, protocol: str
+    broker: MosquittoBroker, make_link: LinkFactory, protocol: str
 ) -> None:
     got = Collector()
-    link = links(broker.port, start=False, protocol=protocol)
+    link = make_link(broker.port, start=False, protocol=protocol)
     link.subscribe("sensors/#", 1, got)
     link.start()
     wait_subacks(broker, 1)
@@ -181,10 +157,10 @@ def test_subscriptions_are_renewed_when_a_broker_restart_lost_the_session(
 
 
 def test_stop_during_a_long_backoff_returns_at_once_without_another_attempt(
-    broker: MosquittoBroker, links: Links, caplog: pytest.LogCaptureFixture
+    broker: MosquittoBroker, make_link: LinkFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    link = links(broker.port, reconnect_min_s=20.0, reconnect_max_s=30.0)
+    link = make_link(broker.port, reconnect_min_s=20.0, reconnect_max_s=30.0)
     assert link.wait_connected(5), link.last_error
     broker.kill()
     wait_until(
@@ -207,9 +183,9 @@ def test_stop_during_a_long_backoff_returns_at_once_without_another_attempt(
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_qos1_messages_sent_while_the_device_was_away_arrive_on_its_next_connect(
-    broker: MosquittoBroker, links: Links, protocol: str
+    broker: MosquittoBroker, make_link: LinkFactory, protocol: str
 ) -> None:
-    first = links(broker.port, start=False, protocol=protocol)
+    first = make_link(broker.port, start=False, protocol=protocol)
     first.subscribe("sensors/#", 1, Collector())
     first.start()
     wait_subacks(broker, 1)
@@ -219,7 +195,7 @@ def test_qos1_messages_sent_while_the_device_was_away_arrive_on_its_next_connect
     publish(broker, away)
 
     got = Collector()
-    second = links(broker.port, start=False, protocol=protocol)
+    second = make_link(broker.port, start=False, protocol=protocol)
     second.subscribe("sensors/#", 1, got)
     second.start()
     received = got.wait_for(3)
@@ -229,9 +205,9 @@ def test_qos1_messages_sent_while_the_device_was_away_arrive_on_its_next_connect
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_clean_start_discards_what_the_broker_queued(
-    broker: MosquittoBroker, links: Links, protocol: str
+    broker: MosquittoBroker, make_link: LinkFactory, protocol: str
 ) -> None:
-    first = links(broker.port, start=False, protocol=protocol)
+    first = make_link(broker.port, start=False, protocol=protocol)
     first.subscribe("sensors/#", 1, Collector())
     first.start()
     wait_subacks(broker, 1)
@@ -239,7 +215,7 @@ def test_clean_start_discards_what_the_broker_queued(
     publish(broker, [("sensors/lost", b"queued")])
 
     got = Collector()
-    second = links(broker.port, start=False, protocol=protocol, clean_start=True)
+    second = make_link(broker.port, start=False, protocol=protocol, clean_start=True)
     second.subscribe("sensors/#", 1, got)
     second.start()
     wait_subacks(broker, 2)
@@ -250,7 +226,7 @@ def test_clean_start_discards_what_the_broker_queued(
 
 
 def test_a_killed_device_process_finds_its_readings_queued_when_it_comes_back(
-    broker: MosquittoBroker, links: Links, tmp_path: Path
+    broker: MosquittoBroker, make_link: LinkFactory, tmp_path: Path
 ) -> None:
     script = tmp_path / "device.py"
     script.write_text(
@@ -284,20 +260,20 @@ def test_a_killed_device_process_finds_its_readings_queued_when_it_comes_back(
     publish(broker, [("sensors/a", b"1"), ("sensors/b", b"2")])
 
     got = Collector()
-    link = links(broker.port, start=False)
+    link = make_link(broker.port, start=False)
     link.subscribe("sensors/#", 1, got)
     link.start()
     assert [m.payload for m in got.wait_for(2)] == [b"1", b"2"]
 
 
 def test_readings_queued_for_a_sensor_source_survive_a_planned_restart_in_app_order(
-    broker: MosquittoBroker, links: Links
+    broker: MosquittoBroker, make_link: LinkFactory
 ) -> None:
     """The app stops its sources before the link, and starts the link before its sources: the
     source leaves its subscription in the session, and the readings the broker sends right after
     CONNACK wait in the link's backlog until the new source subscribes."""
     decoder = JsonDecoder({"x": "x"}, options=DecoderOptions(key_topic_levels=(1,)))
-    link1 = links(broker.port)
+    link1 = make_link(broker.port)
     assert link1.wait_connected(5), link1.last_error
     source1 = MqttSensorSource(link1, ["plant/+/pump"], decoder)
     source1.start()
@@ -307,7 +283,7 @@ def test_readings_queued_for_a_sensor_source_survive_a_planned_restart_in_app_or
 
     publish(broker, [(f"plant/p{i}/pump", json.dumps({"x": i}).encode()) for i in range(3)])
 
-    link2 = links(broker.port)
+    link2 = make_link(broker.port)
     wait_until(lambda: link2.stats().unrouted_held == 3, what="the queued readings to arrive")
     assert link2.stats().session_present is True
     source2 = MqttSensorSource(link2, ["plant/+/pump"], decoder)
@@ -325,12 +301,12 @@ def test_readings_queued_for_a_sensor_source_survive_a_planned_restart_in_app_or
 
 
 def test_a_resumed_mqtt5_session_does_not_deliver_retained_messages_again(
-    make_broker: BrokerFactory, links: Links
+    make_broker: BrokerFactory, make_link: LinkFactory
 ) -> None:
     broker = make_broker(BrokerOptions(persistence=True))
     publish(broker, [("cfg/a", b"retained")], retain=True)
     got = Collector()
-    link = links(broker.port, start=False)
+    link = make_link(broker.port, start=False)
     link.subscribe("cfg/#", 1, got)
     link.start()
     assert [(m.payload, m.retain) for m in got.wait_for(1)] == [(b"retained", True)]
@@ -344,10 +320,10 @@ def test_a_resumed_mqtt5_session_does_not_deliver_retained_messages_again(
 
 
 def test_the_broker_drops_messages_larger_than_max_packet_bytes(
-    broker: MosquittoBroker, links: Links
+    broker: MosquittoBroker, make_link: LinkFactory
 ) -> None:
     got = Collector()
-    link = links(broker.port, start=False, max_packet_bytes=2048)
+    link = make_link(broker.port, start=False, max_packet_bytes=2048)
     link.subscribe("big/#", 1, got)
     link.start()
     wait_subacks(broker, 1)
