@@ -242,6 +242,7 @@ class MqttLink:
         self._last_paho_error: str | None = None
         self._last_error: str | None = None
         self._connects = 0
+        self._status_deferred = False
         self._broker_max_packet: int | None = None
         self._disconnects = 0
         self._failed_connects = 0
@@ -543,7 +544,24 @@ class MqttLink:
         with self._lock:
             changed = payload != self._status_payload
             self._status_payload = payload
-        if changed and self.connected:
+            deferred = self._status_deferred
+        if changed and self.connected and not deferred:
+            self._publish_status()
+
+    def _status_pending(self) -> bool:
+        """Caller holds the lock: an earlier status message is still unacknowledged."""
+        topic = self.status_topic()
+        return any(p.topic == topic for p in self._pending.values())
+
+    def _publish_status_after_stale(self) -> None:
+        """On a (re)connect: paho re-sends unacknowledged messages *after* ``on_connect``
+        returns, so a status published now could be overtaken by an older one, and the broker
+        would keep the stale one as retained. Publish now only if no older status is pending;
+        else once the last of them is acknowledged (``_on_publish``)."""
+        with self._lock:
+            self._status_deferred = self._status_pending()
+            deferred = self._status_deferred
+        if not deferred:
             self._publish_status()
 
     def _status_json(self, doc: Mapping[str, object]) -> bytes:
@@ -616,7 +634,7 @@ class MqttLink:
             )
         else:
             logger.info("mqtt connected to %s:%d, %s", self.host, self.port, session)
-        self._publish_status()
+        self._publish_status_after_stale()
         self._subs.renew(session_present)
 
     def _on_connect_fail(self, _client: mqtt.Client, _userdata: object) -> None:
@@ -721,6 +739,11 @@ class MqttLink:
                     self._early.popitem(last=False)
             if not self._pending:
                 self._changed.notify_all()
+            status_now = self._status_deferred and not self._status_pending()
+            if status_now:
+                self._status_deferred = False
+        if status_now:
+            self._publish_status()  # the stale ones are acknowledged: the current one goes last
         if not ok:
             self._log.log(
                 logging.WARNING,

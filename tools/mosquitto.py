@@ -195,6 +195,16 @@ class MosquittoBroker:
         proc.wait()
         self._proc = None
 
+    def freeze(self) -> None:
+        """SIGSTOP: the broker stays connected but answers nothing (acks stay pending)."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT after ``freeze``."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGCONT)
+
     def restart(self, timeout_s: float = 5.0) -> None:
         """Stop (if running) and start again on the same port."""
         self.stop()

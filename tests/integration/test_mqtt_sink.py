@@ -252,6 +252,25 @@ def test_reconnects_after_broker_restart_and_republishes_online_status(
     assert (stats.connects, stats.disconnects) == (2, 1)
 
 
+def test_a_status_left_unacknowledged_by_a_dead_broker_never_overwrites_a_newer_one(
+    broker: MosquittoBroker, subscriber: SubscriberFactory, make_link: LinkFactory
+) -> None:
+    """paho re-sends unacknowledged messages after ``on_connect``: the status published on
+    reconnect must wait for the stale one, or the broker keeps the stale one as retained."""
+    link = connected_link(make_link, broker)
+    broker.freeze()
+    link.set_status({"version": "stale"})  # sent, never acknowledged
+    broker.kill()
+    wait_until(lambda: not link.connected, what="the link to notice the dead broker")
+    link.set_status({"version": "current"})  # stored while offline
+    broker.start()
+
+    assert link.wait_connected(5), link.last_error
+    assert link.flush(5)
+    retained = subscriber(broker, STATUS_TOPIC).wait_for(1)[0]
+    assert retained.json()["version"] == "current"
+
+
 def test_qos1_alerts_published_while_broker_is_down_arrive_after_restart(
     make_broker: BrokerFactory, subscriber: SubscriberFactory, make_link: LinkFactory
 ) -> None:
