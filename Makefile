@@ -62,6 +62,7 @@ test: $(STAMP) system-deps wheel-models lint
 bench: $(STAMP) system-deps
 	$(BIN)/python benchmarks/camera_pipeline.py
 	$(BIN)/python benchmarks/sensor_pipeline.py
+	$(BIN)/python benchmarks/outbox.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache .hypothesis

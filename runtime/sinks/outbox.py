@@ -291,8 +291,9 @@ class Outbox:
             self._acked.append(seq)
             self._acks += 1
             meta = self._meta.pop(seq, None)
-            room = len(self._inflight) <= self._max_inflight // 2
-            if len(self._acked) >= _ACK_BATCH or not self._inflight or room:
+            # wake the dispatcher once per half window (it refills it in one round), not per ack
+            refill = len(self._inflight) == self._max_inflight // 2
+            if refill or not self._inflight or len(self._acked) >= _ACK_BATCH:
                 self._wake.notify()
         if self._on_ack is not None:
             self._on_ack(AckedAlert(seq, meta, replayed=seq <= self._replay_floor))
