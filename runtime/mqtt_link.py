@@ -389,10 +389,13 @@ class MqttLink:
         """
         with self._changed:
             self._changed.wait_for(
-                lambda: (not self._pending and self._publishing == 0) or self._acks_impossible(),
-                timeout_s,
+                lambda: self._nothing_pending() or self._acks_impossible(), timeout_s
             )
-            return not self._pending and self._publishing == 0
+            return self._nothing_pending()
+
+    def _nothing_pending(self) -> bool:
+        """Caller holds the lock (a status deferred after a reconnect counts as pending)."""
+        return not self._pending and self._publishing == 0 and not self._status_deferred
 
     def _acks_impossible(self) -> bool:
         """Caller holds the lock."""
@@ -740,10 +743,11 @@ class MqttLink:
             if not self._pending:
                 self._changed.notify_all()
             status_now = self._status_deferred and not self._status_pending()
-            if status_now:
-                self._status_deferred = False
         if status_now:
             self._publish_status()  # the stale ones are acknowledged: the current one goes last
+            with self._changed:
+                self._status_deferred = False  # flush() waits for this too
+                self._changed.notify_all()
         if not ok:
             self._log.log(
                 logging.WARNING,

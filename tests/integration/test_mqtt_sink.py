@@ -245,6 +245,10 @@ def test_reconnects_after_broker_restart_and_republishes_online_status(
     broker.restart()  # no persistence: the retained status is gone with the old broker
 
     assert link.wait_connected(5), link.last_error
+    # paho first re-sends what the dead broker never acknowledged (the statuses published just
+    # before the kill), then the link publishes the current one: the retained status is the
+    # current one once the link has nothing pending
+    assert link.flush(5)
     retained = subscriber(broker, STATUS_TOPIC).wait_for(1)[0]
     assert retained.retain is True
     assert retained.json() == {"state": "online", "pipelines": 1, "device_id": DEVICE}
@@ -458,8 +462,11 @@ def test_stop_waits_for_every_pending_alert_to_be_acknowledged(
 
 
 def test_a_publish_racing_stop_either_arrives_or_raises(
-    broker: MosquittoBroker, subscriber: SubscriberFactory, make_link: LinkFactory
+    make_broker: BrokerFactory, subscriber: SubscriberFactory, make_link: LinkFactory
 ) -> None:
+    # Two threads publish as fast as they can; Mosquitto's default queue for a subscriber that
+    # falls behind (max_queued_messages 1000) would drop QoS 1 messages it already acknowledged.
+    broker = make_broker(BrokerOptions(extra_config=("max_queued_messages 100000",)))
     topic = f"{PREFIX}/{DEVICE}/race"
     sub = subscriber(broker, topic)
     link = connected_link(make_link, broker, stop_timeout_s=10.0)
