@@ -107,7 +107,11 @@ class MqttSink(Sink):
             raise ConfigError(
                 "sink 'mqtt' needs an MQTT connection: add an `mqtt:` section to the device config"
             )
-        return cls(context.mqtt, qos=config.qos, retain=config.retain, outbox=config.outbox)
+        outbox = config.outbox
+        if outbox is not None:
+            path = outbox.path.replace("{device_id}", context.device_id)
+            outbox = outbox.model_copy(update={"path": path})
+        return cls(context.mqtt, qos=config.qos, retain=config.retain, outbox=outbox)
 
     def start(self) -> None:
         if self._outbox is not None:

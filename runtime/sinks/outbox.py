@@ -62,10 +62,10 @@ class OutboxConfig(StrictModel):
 
     enabled: bool = True
     path: ConfigPath = Field(
-        "edgewatch-outbox.sqlite",
+        "edgewatch-outbox-{device_id}.sqlite",
         validate_default=True,
-        description="SQLite file (WAL); one per device process, e.g. "
-        "${STATE_DIRECTORY:-/var/lib/edgewatch}/outbox.sqlite",
+        description="SQLite file (WAL), one per device process; {device_id} is replaced by the "
+        "device id. E.g. ${STATE_DIRECTORY:-/var/lib/edgewatch}/outbox.sqlite",
     )
     fsync: FsyncPolicy = Field("full", description="full | normal | off (see docs)")
     max_bytes: int = Field(64 * 2**20, ge=2**16, description="payload bytes kept at most")

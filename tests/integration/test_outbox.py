@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from runtime.errors import SinkError
 from runtime.mqtt_link import MqttLink
 from runtime.sinks._outbox_store import OutboxStore
+from runtime.sinks.base import SinkContext
 from runtime.sinks.mqtt import MqttSink, MqttSinkConfig
 from runtime.sinks.outbox import Outbox, OutboxConfig
 from tests.brokers import (
@@ -275,3 +276,18 @@ def test_qos_0_with_the_outbox_is_refused() -> None:
     with pytest.raises(ValidationError, match="qos 0 has no PUBACK"):
         MqttSinkConfig(type="mqtt", qos=0, outbox={"path": "/tmp/o.sqlite"})
     assert MqttSinkConfig(type="mqtt", qos=0, outbox=None).qos == 0
+
+
+def test_default_outbox_file_is_per_device_next_to_the_config(
+    tmp_path: Path, make_link: LinkFactory
+) -> None:
+    """Two device configs in one directory (two processes on one gateway) get two outboxes."""
+    paths = []
+    for device in ("gw-a", "gw-b"):
+        config = MqttSinkConfig.model_validate({"type": "mqtt"}, context={"base_dir": tmp_path})
+        link = make_link(1, device_id=device, start=False)
+        sink = MqttSink.from_config(config, SinkContext(device, "edgewatch", link))
+        assert isinstance(sink, MqttSink) and sink.outbox is not None
+        paths.append(sink.outbox.status()["path"])
+        sink.stop()
+    assert paths == [str(tmp_path / f"edgewatch-outbox-{d}.sqlite") for d in ("gw-a", "gw-b")]
