@@ -272,17 +272,6 @@ class Outbox:
             doc["oldest_age_s"] = round(max(0.0, (self._clock_ns() - oldest) / 1e9), 3)
         return doc
 
-    def wait_empty(self, timeout_s: float) -> bool:
-        """True once nothing is queued, in flight or stored (for tests and benchmarks)."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            with self._lock:
-                idle = not self._queued and not self._inflight and not self._acked
-            if idle and self._store.depth == 0:
-                return True
-            time.sleep(0.01)
-        return False
-
     # ----------------------------------------------------- paho's thread
 
     def _acknowledged(self, seq: int) -> None:

@@ -181,15 +181,22 @@ def test_stop_during_a_long_backoff_returns_at_once_without_another_attempt(
 # ------------------------------------------------------------------- sessions
 
 
-@pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_qos1_messages_sent_while_the_device_was_away_arrive_on_its_next_connect(
+def connect_subscribe_and_leave(
     broker: MosquittoBroker, make_link: LinkFactory, protocol: str
 ) -> None:
+    """A device subscribes to sensors/# at QoS 1 and goes away, leaving its session behind."""
     first = make_link(broker.port, start=False, protocol=protocol)
     first.subscribe("sensors/#", 1, Collector())
     first.start()
     wait_subacks(broker, 1)
     first.stop()
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_qos1_messages_sent_while_the_device_was_away_arrive_on_its_next_connect(
+    broker: MosquittoBroker, make_link: LinkFactory, protocol: str
+) -> None:
+    connect_subscribe_and_leave(broker, make_link, protocol)
 
     away = [(f"sensors/s{i}", b'{"x": %d}' % i) for i in range(3)]
     publish(broker, away)
@@ -207,11 +214,7 @@ def test_qos1_messages_sent_while_the_device_was_away_arrive_on_its_next_connect
 def test_clean_start_discards_what_the_broker_queued(
     broker: MosquittoBroker, make_link: LinkFactory, protocol: str
 ) -> None:
-    first = make_link(broker.port, start=False, protocol=protocol)
-    first.subscribe("sensors/#", 1, Collector())
-    first.start()
-    wait_subacks(broker, 1)
-    first.stop()
+    connect_subscribe_and_leave(broker, make_link, protocol)
     publish(broker, [("sensors/lost", b"queued")])
 
     got = Collector()

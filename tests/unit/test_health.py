@@ -3,6 +3,7 @@ FramePipeline whose model call hangs in a backend that can't be interrupted."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -586,6 +587,24 @@ def test_a_pipeline_stuck_in_an_uninterruptible_model_goes_on_with_a_fresh_sessi
     assert "pipeline door: an abandoned thread's call returned; it leaves" in messages
 
 
+@contextlib.contextmanager
+def supervised(pipeline: Any) -> Iterator[None]:
+    """Run ``pipeline`` under a Supervisor and a fast Watchdog; both stopped on exit."""
+    stop = threading.Event()
+    config = WatchdogConfig(check_interval_s=0.02, restart_initial_s=0.05, restart_max_s=0.1)
+    supervisor = Supervisor(pipeline, stop, config.backoff())
+    dog = Watchdog(config)
+    dog.watch(pipeline, supervisor.respawn)
+    supervisor.start()
+    dog.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        dog.stop()
+        supervisor.join(5)
+
+
 def test_a_pipeline_stuck_in_preprocessing_restarts_with_a_new_prepare_thread(
     tmp_path: Path, gate: threading.Event
 ) -> None:
@@ -613,28 +632,19 @@ def test_a_pipeline_stuck_in_preprocessing_restarts_with_a_new_prepare_thread(
         return real(image)
 
     pipeline.preprocessor = preprocess  # type: ignore[assignment]
-    stop = threading.Event()
-    config = WatchdogConfig(check_interval_s=0.02, restart_initial_s=0.05, restart_max_s=0.1)
-    supervisor = Supervisor(pipeline, stop, config.backoff())
-    dog = Watchdog(config)
-    dog.watch(pipeline, supervisor.respawn)
-    supervisor.start()
-    dog.start()
     try:
-        source.frames.put(frame(0, GREEN))
-        assert blocked.wait(5)
-        (old_preparer,) = named("prepare-door")
-        wait_for(lambda: pipeline.health.restarts == 1, what="a restart")
-        source.frames.put(frame(1, RED))
-        wait_for(lambda: len(sink.alerts) == 1, what="the red frame's alert")
-        assert old_preparer.is_alive() and len(named("prepare-door")) == 2
-        gate.set()
-        old_preparer.join(5)
-        assert not old_preparer.is_alive(), "released, it sees its run is over and leaves"
+        with supervised(pipeline):
+            source.frames.put(frame(0, GREEN))
+            assert blocked.wait(5)
+            (old_preparer,) = named("prepare-door")
+            wait_for(lambda: pipeline.health.restarts == 1, what="a restart")
+            source.frames.put(frame(1, RED))
+            wait_for(lambda: len(sink.alerts) == 1, what="the red frame's alert")
+            assert old_preparer.is_alive() and len(named("prepare-door")) == 2
+            gate.set()
+            old_preparer.join(5)
+            assert not old_preparer.is_alive(), "released, it sees its run is over and leaves"
     finally:
-        stop.set()
-        dog.stop()
-        supervisor.join(5)
         model.close()
     status = pipeline.status()
     assert status["health"]["stuck"] == {"prepare": 1}  # type: ignore[index]
@@ -711,27 +721,18 @@ def test_a_sensor_pipeline_stuck_in_its_model_goes_on_with_a_fresh_session(
         AlertFactory("gw"),
         watchdog=StageTimeouts(inference_timeout_s=0.3),
     )
-    stop = threading.Event()
-    config = WatchdogConfig(check_interval_s=0.02, restart_initial_s=0.05, restart_max_s=0.1)
-    supervisor = Supervisor(pipeline, stop, config.backoff())
-    dog = Watchdog(config)
-    dog.watch(pipeline, supervisor.respawn)
-    supervisor.start()
-    dog.start()
     try:
-        source.batches.put(window_of("hot", 1e4))
-        assert gated.blocked.wait(5)
-        (old_thread,) = named("pipeline-pumps")
-        wait_for(lambda: pipeline.model is not model, what="a fresh session")
-        source.batches.put(window_of("cold", 0.1))
-        wait_for(lambda: pipeline.stats.windows_scored == 1, what="the cold window scored")
-        gate.set()
-        old_thread.join(5)
-        assert not old_thread.is_alive()
+        with supervised(pipeline):
+            source.batches.put(window_of("hot", 1e4))
+            assert gated.blocked.wait(5)
+            (old_thread,) = named("pipeline-pumps")
+            wait_for(lambda: pipeline.model is not model, what="a fresh session")
+            source.batches.put(window_of("cold", 0.1))
+            wait_for(lambda: pipeline.stats.windows_scored == 1, what="the cold window scored")
+            gate.set()
+            old_thread.join(5)
+            assert not old_thread.is_alive()
     finally:
-        stop.set()
-        dog.stop()
-        supervisor.join(5)
         loaded.close()
     status = pipeline.status()
     assert status["windows_scored"] == 1, "the hot window died with its thread"
